@@ -1,0 +1,645 @@
+//! Checking one declaration against its kind's signature: inputs bound and typed, parameters
+//! evaluated, defaults filled, sweeps expanded, and the kind's `derive` run once per instance
+//! (per combination of this stage's sweep values and its inputs' variants).
+
+use std::collections::BTreeMap;
+
+use crate::checked::{CheckedExpect, CheckedStage, CheckedSweep, ResolvedInput};
+use crate::diagnostic::Diagnostic;
+use crate::errors::ErrorKind;
+use crate::signature::{
+    DeriveCx, Field, InputView, Origin, Outputs, Param, ParamDefault, Signature, StageKind,
+};
+use crate::source::Span;
+use crate::suggest::nearest;
+use crate::syntax::ast::{BlockItem, Decl, Expect, Expr, ExprKind, Ident, Sweep};
+use crate::value::Value;
+
+use super::Checker;
+
+/// Most instances one stage may expand to (sweep values × input variants).
+pub const MAX_INSTANCES: usize = 1024;
+
+/// What the file gives a declaration, sorted into inputs and parameters.
+struct Given<'d> {
+    inputs: BTreeMap<&'static str, &'d Expr>,
+    params: Vec<(Ident, Expr, Origin)>,
+    sweeps: Vec<&'d Sweep>,
+    expects: Vec<&'d Expect>,
+}
+
+impl Checker<'_> {
+    pub(super) fn check_decl(&mut self, name: &str, seed: i64) -> Option<CheckedStage> {
+        if self.cyclic.contains(name) {
+            return None;
+        }
+        let decl = self.decl(name)?.clone();
+        let errors_before = self.error_count();
+        let Some(kind) = self.registry.kind(&decl.kind.name) else {
+            let known: Vec<String> = self
+                .registry
+                .kinds()
+                .iter()
+                .map(|k| k.signature().kind.to_string())
+                .collect();
+            let suggestion = nearest(&decl.kind.name, known.iter().map(String::as_str));
+            self.error(
+                ErrorKind::UnknownKind {
+                    kind: decl.kind.name.clone(),
+                    suggestion,
+                    known,
+                },
+                decl.kind.span,
+            );
+            return None;
+        };
+        let sig = kind.signature().clone();
+        if sig.keyword != decl.keyword {
+            let kind = ErrorKind::WrongKeyword {
+                kind: sig.kind.to_string(),
+                used: decl.keyword.as_str(),
+                expected: sig.keyword.as_str(),
+            };
+            self.error(kind, decl.span.to(decl.kind.span));
+        }
+        let given = self.sort_given(&decl, &sig);
+        let (inputs, upstream) = self.resolve_inputs(&decl, &sig, &given);
+        let inputs_ok = self.error_count() == errors_before && inputs.len() == given.inputs.len();
+        let params = self.resolve_params(&decl, &sig, &given);
+        let sweeps = self.resolve_sweeps(&sig, &given);
+        let required_given = sig
+            .params
+            .iter()
+            .filter(|p| p.default == ParamDefault::Required)
+            .all(|p| params.contains_key(p.name) || sweeps.iter().any(|s| s.param == p.name));
+        if !inputs_ok || !required_given {
+            // Without its inputs or required values the kind cannot derive anything worth
+            // reporting; guessing them would only invent errors.
+            return None;
+        }
+        // Parameters that failed are left out (the kind reads their defaults), so the domain
+        // rules still report what else is wrong in the same run.
+        let outputs = self.derive_all(kind, &decl, &params, &sweeps, &inputs, &upstream, seed)?;
+        let expects = self.resolve_expects(&given, &outputs);
+        if self.error_count() > errors_before {
+            return None;
+        }
+        let mut depends_on: Vec<String> = self
+            .dependencies(&decl)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        depends_on.sort();
+        Some(CheckedStage {
+            name: name.to_string(),
+            keyword: decl.keyword,
+            kind: sig.kind.to_string(),
+            inputs,
+            params: outputs.0,
+            sweeps,
+            expects,
+            outputs: outputs.1,
+            depends_on,
+            span: decl.span,
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Sorts arguments and block items into inputs, parameters, sweeps and expects, and
+    /// applies `--set` overrides (which replace the file's value, or its sweep).
+    fn sort_given<'d>(&mut self, decl: &'d Decl, sig: &Signature) -> Given<'d> {
+        let mut given = Given {
+            inputs: BTreeMap::new(),
+            params: Vec::new(),
+            sweeps: Vec::new(),
+            expects: Vec::new(),
+        };
+        let mut input_spans: BTreeMap<&'static str, Span> = BTreeMap::new();
+        let mut add_input =
+            |this: &mut Self, given: &mut Given<'d>, name: &'static str, e: &'d Expr, at: Span| {
+                if let Some(first) = input_spans.get(name) {
+                    let d = Diagnostic::new(
+                        ErrorKind::GivenTwice {
+                            name: name.to_string(),
+                        },
+                        at,
+                    )
+                    .with_related(*first, "first given here");
+                    this.diags.push(d);
+                } else {
+                    input_spans.insert(name, at);
+                    given.inputs.insert(name, e);
+                }
+            };
+        if let Some(args) = &decl.args {
+            let mut position = 0;
+            for arg in &args.args {
+                match &arg.name {
+                    None => {
+                        match sig.inputs.get(position) {
+                            Some(input) => {
+                                add_input(self, &mut given, input.name, &arg.value, arg.value.span)
+                            }
+                            None => {
+                                let kind = ErrorKind::TooManyInputs {
+                                    kind: sig.kind.to_string(),
+                                    max: sig.inputs.len(),
+                                };
+                                self.error(kind, arg.value.span);
+                            }
+                        }
+                        position += 1;
+                    }
+                    Some(n) => match sig.input(&n.name) {
+                        Some(input) => add_input(self, &mut given, input.name, &arg.value, n.span),
+                        None => given
+                            .params
+                            .push((n.clone(), arg.value.clone(), Origin::File)),
+                    },
+                }
+            }
+        }
+        if let Some(block) = &decl.block {
+            for item in &block.items {
+                match item {
+                    BlockItem::Assign(b) => match sig.input(&b.name.name) {
+                        Some(input) => {
+                            add_input(self, &mut given, input.name, &b.value, b.name.span)
+                        }
+                        None => given
+                            .params
+                            .push((b.name.clone(), b.value.clone(), Origin::File)),
+                    },
+                    BlockItem::Sweep(s) => given.sweeps.push(s),
+                    BlockItem::Expect(e) => given.expects.push(e),
+                }
+            }
+        }
+        for (key, value) in self
+            .decl_overrides
+            .get(&decl.name.name)
+            .cloned()
+            .unwrap_or_default()
+        {
+            given.params.retain(|(n, _, _)| n.name != key.name);
+            given.sweeps.retain(|s| s.param.name != key.name);
+            given.params.push((key, value, Origin::Override));
+        }
+        given
+    }
+
+    /// Binds inputs to upstream stages; returns them with each upstream's output variants.
+    fn resolve_inputs(
+        &mut self,
+        decl: &Decl,
+        sig: &Signature,
+        given: &Given<'_>,
+    ) -> (Vec<ResolvedInput>, Vec<Vec<Outputs>>) {
+        let mut inputs = Vec::new();
+        let mut upstream = Vec::new();
+        for input in &sig.inputs {
+            let expected = join_kinds(&input.kinds);
+            let Some(expr) = given.inputs.get(input.name) else {
+                if input.required {
+                    let kind = ErrorKind::MissingInput {
+                        input: input.name.to_string(),
+                        expected,
+                    };
+                    self.error(kind, decl.kind.span);
+                }
+                continue;
+            };
+            let ExprKind::Path(segs) = &expr.kind else {
+                self.error(
+                    ErrorKind::NotAStage {
+                        input: input.name.to_string(),
+                        expected,
+                    },
+                    expr.span,
+                );
+                continue;
+            };
+            let head = &segs[0];
+            if self.decl(&head.name).is_none() {
+                if self.constants.contains_key(&head.name) {
+                    self.error(
+                        ErrorKind::NotAStage {
+                            input: input.name.to_string(),
+                            expected,
+                        },
+                        expr.span,
+                    );
+                } else {
+                    let suggestion =
+                        nearest(&head.name, self.decls.iter().map(|d| d.name.name.as_str()));
+                    self.error(
+                        ErrorKind::UnknownName {
+                            name: head.name.clone(),
+                            suggestion,
+                        },
+                        head.span,
+                    );
+                }
+                continue;
+            }
+            // An upstream with errors was reported already; nothing more to say here.
+            let Some(Some(stage)) = self.done.get(&head.name) else {
+                continue;
+            };
+            let stage = stage.clone();
+            let field = segs.get(1);
+            let kind = match field {
+                None => self
+                    .registry
+                    .kind(&stage.kind)
+                    .map(|k| k.signature().output),
+                Some(f) => match stage.outputs.first().and_then(|o| o.fields.get(&f.name)) {
+                    Some(Field::Data(k)) => Some(*k),
+                    Some(_) => {
+                        let found = format!("the value `{}.{}`", head.name, f.name);
+                        self.error(
+                            ErrorKind::InputType {
+                                input: input.name.to_string(),
+                                expected,
+                                found,
+                            },
+                            expr.span,
+                        );
+                        continue;
+                    }
+                    None => {
+                        let known: Vec<String> = stage
+                            .outputs
+                            .first()
+                            .map(|o| o.fields.keys().cloned().collect())
+                            .unwrap_or_default();
+                        let suggestion = nearest(&f.name, known.iter().map(String::as_str));
+                        let kind = ErrorKind::UnknownField {
+                            stage: head.name.clone(),
+                            field: f.name.clone(),
+                            suggestion,
+                            fields: known,
+                        };
+                        self.error(kind, f.span);
+                        continue;
+                    }
+                },
+            };
+            let Some(kind) = kind else { continue };
+            if segs.len() > 2 {
+                let kind = ErrorKind::UnknownField {
+                    stage: format!("{}.{}", head.name, segs[1].name),
+                    field: segs[2].name.clone(),
+                    suggestion: None,
+                    fields: vec![],
+                };
+                self.error(kind, segs[2].span);
+                continue;
+            }
+            if !input.kinds.contains(&kind) {
+                let found = format!(
+                    "`{}`, {kind}",
+                    segs.iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                );
+                self.error(
+                    ErrorKind::InputType {
+                        input: input.name.to_string(),
+                        expected,
+                        found,
+                    },
+                    expr.span,
+                );
+                continue;
+            }
+            inputs.push(ResolvedInput {
+                name: input.name.to_string(),
+                stage: head.name.clone(),
+                field: field.map(|f| f.name.clone()),
+                kind,
+                span: expr.span,
+            });
+            upstream.push(stage.outputs.clone());
+        }
+        (inputs, upstream)
+    }
+
+    fn resolve_params(
+        &mut self,
+        decl: &Decl,
+        sig: &Signature,
+        given: &Given<'_>,
+    ) -> BTreeMap<String, Param> {
+        let mut params = BTreeMap::new();
+        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        for (name, expr, origin) in &given.params {
+            let Some(psig) = sig.param(&name.name) else {
+                let candidates = sig
+                    .params
+                    .iter()
+                    .map(|p| p.name)
+                    .chain(sig.inputs.iter().map(|i| i.name));
+                let suggestion = nearest(&name.name, candidates);
+                self.error(
+                    ErrorKind::UnknownParam {
+                        name: name.name.clone(),
+                        kind: sig.kind.to_string(),
+                        suggestion,
+                    },
+                    name.span,
+                );
+                continue;
+            };
+            if let Some(first) = seen.get(&name.name) {
+                let d = Diagnostic::new(
+                    ErrorKind::GivenTwice {
+                        name: name.name.clone(),
+                    },
+                    name.span,
+                )
+                .with_related(*first, "first given here");
+                self.diags.push(d);
+                continue;
+            }
+            seen.insert(name.name.clone(), name.span);
+            if let Some(value) = self.eval(expr, &psig.ty) {
+                params.insert(
+                    name.name.clone(),
+                    Param {
+                        value,
+                        origin: *origin,
+                        span: Some(expr.span),
+                    },
+                );
+            }
+        }
+        let swept: Vec<&str> = given.sweeps.iter().map(|s| s.param.name.as_str()).collect();
+        for psig in &sig.params {
+            if seen.contains_key(psig.name) || swept.contains(&psig.name) {
+                continue;
+            }
+            match &psig.default {
+                ParamDefault::Value(v) => {
+                    params.insert(
+                        psig.name.to_string(),
+                        Param {
+                            value: v.clone(),
+                            origin: Origin::Default,
+                            span: None,
+                        },
+                    );
+                }
+                ParamDefault::Required => {
+                    let kind = ErrorKind::MissingParam {
+                        name: psig.name.to_string(),
+                        of: format!("`{}` stage `{}`", sig.kind, decl.name.name),
+                    };
+                    self.error(kind, decl.name.span);
+                }
+                ParamDefault::Derived(_) => {}
+            }
+        }
+        params
+    }
+
+    fn resolve_sweeps(&mut self, sig: &Signature, given: &Given<'_>) -> Vec<CheckedSweep> {
+        let mut sweeps = Vec::new();
+        let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
+        for s in &given.sweeps {
+            let name = &s.param;
+            let Some(psig) = sig.param(&name.name) else {
+                let suggestion = nearest(&name.name, sig.params.iter().map(|p| p.name));
+                let kind = match suggestion {
+                    Some(_) => ErrorKind::UnknownParam {
+                        name: name.name.clone(),
+                        kind: sig.kind.to_string(),
+                        suggestion,
+                    },
+                    None => ErrorKind::SweepNotAParam {
+                        name: name.name.clone(),
+                    },
+                };
+                self.error(kind, name.span);
+                continue;
+            };
+            if let Some(first) = seen.get(name.name.as_str()) {
+                let d = Diagnostic::new(
+                    ErrorKind::GivenTwice {
+                        name: name.name.clone(),
+                    },
+                    name.span,
+                )
+                .with_related(*first, "first swept here");
+                self.diags.push(d);
+                continue;
+            }
+            seen.insert(&name.name, name.span);
+            if let Some((set, _, _)) = given.params.iter().find(|(n, _, _)| n.name == name.name) {
+                let d = Diagnostic::new(
+                    ErrorKind::SweepAndSet {
+                        name: name.name.clone(),
+                    },
+                    name.span,
+                )
+                .with_related(set.span, "set here");
+                self.diags.push(d);
+                continue;
+            }
+            if s.values.is_empty() {
+                self.error(
+                    ErrorKind::SweepEmpty {
+                        name: name.name.clone(),
+                    },
+                    s.list_span,
+                );
+                continue;
+            }
+            let values: Vec<Option<Value>> =
+                s.values.iter().map(|v| self.eval(v, &psig.ty)).collect();
+            if let Some(values) = values.into_iter().collect::<Option<Vec<_>>>() {
+                for (i, v) in values.iter().enumerate() {
+                    if values[..i].contains(v) {
+                        self.error(
+                            ErrorKind::GivenTwice {
+                                name: v.to_string(),
+                            },
+                            s.values[i].span,
+                        );
+                    }
+                }
+                sweeps.push(CheckedSweep {
+                    param: name.name.clone(),
+                    values,
+                    span: s.span,
+                });
+            }
+        }
+        sweeps
+    }
+
+    /// Runs `derive` for every instance. Returns the parameters of the first instance (with
+    /// derived ones filled; swept ones hold their first value) and the distinct outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn derive_all(
+        &mut self,
+        kind: &dyn StageKind,
+        decl: &Decl,
+        params: &BTreeMap<String, Param>,
+        sweeps: &[CheckedSweep],
+        inputs: &[ResolvedInput],
+        upstream: &[Vec<Outputs>],
+        seed: i64,
+    ) -> Option<(BTreeMap<String, Param>, Vec<Outputs>)> {
+        let sweep_count: usize = sweeps.iter().map(|s| s.values.len()).product();
+        let input_count: usize = upstream.iter().map(Vec::len).product();
+        let instances = sweep_count.saturating_mul(input_count);
+        if instances > MAX_INSTANCES {
+            self.error(
+                ErrorKind::SweepTooLarge {
+                    instances,
+                    limit: MAX_INSTANCES,
+                },
+                decl.name.span,
+            );
+            return None;
+        }
+        let mut first_params = None;
+        let mut outputs: Vec<Outputs> = Vec::new();
+        let mut diags: Vec<Diagnostic> = Vec::new();
+        for i in 0..instances {
+            // Mixed-radix decomposition of `i` into one choice per sweep and per input.
+            let mut rest = i;
+            let mut p = params.clone();
+            for s in sweeps {
+                let v = s.values[rest % s.values.len()].clone();
+                rest /= s.values.len();
+                p.insert(
+                    s.param.clone(),
+                    Param {
+                        value: v,
+                        origin: Origin::Sweep,
+                        span: Some(s.span),
+                    },
+                );
+            }
+            let mut views = BTreeMap::new();
+            for (input, variants) in inputs.iter().zip(upstream) {
+                let outputs = &variants[rest % variants.len()];
+                rest /= variants.len();
+                let sig_name = kind.signature().input(&input.name).map_or("", |s| s.name);
+                views.insert(
+                    sig_name,
+                    InputView {
+                        stage: &input.stage,
+                        kind: input.kind,
+                        field: input.field.as_deref(),
+                        outputs,
+                        span: input.span,
+                    },
+                );
+            }
+            let mut cx = DeriveCx {
+                stage: &decl.name.name,
+                decl_span: decl.span,
+                params: p,
+                inputs: views,
+                pipeline_seed: seed,
+                diags: Vec::new(),
+            };
+            let out = kind.derive(&mut cx);
+            for d in cx.diags {
+                if !diags.contains(&d) {
+                    diags.push(d);
+                }
+            }
+            if first_params.is_none() {
+                first_params = Some(cx.params);
+            }
+            if !outputs.contains(&out) {
+                outputs.push(out);
+            }
+        }
+        let failed = diags.iter().any(Diagnostic::is_error);
+        self.diags.extend(diags);
+        if failed {
+            return None;
+        }
+        Some((first_params.unwrap_or_default(), outputs))
+    }
+
+    fn resolve_expects(
+        &mut self,
+        given: &Given<'_>,
+        outputs: &(BTreeMap<String, Param>, Vec<Outputs>),
+    ) -> Vec<CheckedExpect> {
+        let mut metrics: Vec<String> = outputs
+            .1
+            .iter()
+            .flat_map(|o| o.metrics.iter().cloned())
+            .collect();
+        metrics.sort();
+        metrics.dedup();
+        let mut out = Vec::new();
+        for e in &given.expects {
+            let metric = match &e.lhs.kind {
+                ExprKind::Path(segs) if segs.len() == 1 => segs[0].name.clone(),
+                _ => {
+                    self.error(ErrorKind::ExpectNotNumeric, e.lhs.span);
+                    continue;
+                }
+            };
+            if metrics.is_empty() {
+                let kind = ErrorKind::ExpectNoMetrics {
+                    kind: String::new(),
+                };
+                self.error(kind, e.span);
+                continue;
+            }
+            if !metrics.contains(&metric) {
+                let suggestion = nearest(&metric, metrics.iter().map(String::as_str));
+                self.error(
+                    ErrorKind::ExpectUnknownMetric {
+                        name: metric,
+                        suggestion,
+                        metrics: metrics.clone(),
+                    },
+                    e.lhs.span,
+                );
+                continue;
+            }
+            let threshold = match self.eval(
+                &e.rhs,
+                &crate::signature::Type::Float {
+                    min: None,
+                    max: None,
+                },
+            ) {
+                Some(v) => v.as_f64(),
+                None => continue,
+            };
+            if let Some(threshold) = threshold {
+                out.push(CheckedExpect {
+                    metric,
+                    op: e.op,
+                    threshold,
+                    span: e.span,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn join_kinds(kinds: &[crate::signature::DataKind]) -> String {
+    let words: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    match words.as_slice() {
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => "nothing".into(),
+    }
+}

@@ -1,0 +1,759 @@
+//! Evaluating an expression against the type its position expects. A bare name means an enum
+//! value or a constructor where the type wants one, and a constant or stage otherwise;
+//! constants are expanded where they are used, so they take the type of each use; arithmetic
+//! is folded with overflow and division checks; ranges, list lengths and record fields are
+//! checked here. Errors point at the smallest span that is wrong.
+
+use std::collections::BTreeMap;
+
+use crate::diagnostic::Diagnostic;
+use crate::errors::ErrorKind;
+use crate::signature::{Bound, Ctor, Field, ParamDefault, ParamSig, Type};
+use crate::source::Span;
+use crate::suggest::nearest;
+use crate::syntax::ast::{Args, BinOp, Expr, ExprKind, Ident};
+use crate::value::{Float, Value};
+
+use super::Checker;
+
+#[derive(Clone, Copy, Debug)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// The value of `e` as a `ty`, or `None` after reporting why it is not one.
+    pub(super) fn eval(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+        if let ExprKind::Group(inner) = &e.kind {
+            return self.eval(inner, ty);
+        }
+        // A constant stands for its expression, evaluated as this position's type.
+        if let ExprKind::Path(segs) = &e.kind {
+            if segs.len() == 1 && self.constants.contains_key(&segs[0].name) {
+                return self.expand_constant(&segs[0], |c, expr| c.eval(expr, ty));
+            }
+        }
+        match ty {
+            Type::Optional(inner) => match &e.kind {
+                ExprKind::None => Some(Value::None),
+                _ => self.eval(e, inner),
+            },
+            Type::Int { .. } | Type::Float { .. } => self.eval_number(e, ty),
+            Type::Scalar => match &e.kind {
+                ExprKind::Bool(b) => Some(Value::Bool(*b)),
+                ExprKind::Str { value, .. } => Some(Value::Str(value.clone())),
+                _ => self
+                    .eval_number(
+                        e,
+                        &Type::Float {
+                            min: None,
+                            max: None,
+                        },
+                    )
+                    .map(|v| match (v, self.num(e)) {
+                        (_, Some(Num::Int(i))) => Value::Int(i),
+                        (v, _) => v,
+                    }),
+            },
+            Type::Bool => match &e.kind {
+                ExprKind::Bool(b) => Some(Value::Bool(*b)),
+                _ => self.from_reference(e, ty),
+            },
+            Type::Str | Type::Path | Type::Template => match &e.kind {
+                ExprKind::Str { value, .. } => {
+                    if matches!(ty, Type::Template) {
+                        self.check_template_stages(value, e.span);
+                    }
+                    Some(Value::Str(value.clone()))
+                }
+                _ => self.from_reference(e, ty),
+            },
+            Type::Name => match &e.kind {
+                ExprKind::Path(segs) if segs.len() == 1 => Some(Value::Enum(segs[0].name.clone())),
+                _ => self.mismatch(e, ty),
+            },
+            Type::Enum { of, values } => match &e.kind {
+                ExprKind::Path(segs) if segs.len() == 1 && !self.is_decl(&segs[0].name) => {
+                    let name = &segs[0].name;
+                    if values.contains(&name.as_str()) {
+                        Some(Value::Enum(name.clone()))
+                    } else {
+                        self.unknown_variant(name, of, values.iter().copied(), e.span)
+                    }
+                }
+                _ => self.from_reference(e, ty),
+            },
+            Type::Variant { of, ctors } => match &e.kind {
+                ExprKind::Path(segs) if segs.len() == 1 && !self.is_decl(&segs[0].name) => {
+                    self.ctor(&segs[0], None, of, ctors, e.span)
+                }
+                ExprKind::Call { func, args } => self.ctor(func, Some(args), of, ctors, e.span),
+                _ => self.from_reference(e, ty),
+            },
+            Type::List {
+                item,
+                min_len,
+                max_len,
+                unique,
+            } => {
+                let ExprKind::List(items) = &e.kind else {
+                    return self.from_reference(e, ty);
+                };
+                let values: Vec<Option<Value>> = items.iter().map(|i| self.eval(i, item)).collect();
+                if items.len() < *min_len || max_len.is_some_and(|m| items.len() > m) {
+                    let range = match max_len {
+                        Some(m) if m == min_len => format!("exactly {m} items"),
+                        Some(m) => format!("{min_len} to {m} items"),
+                        None => format!(
+                            "at least {min_len} item{}",
+                            if *min_len == 1 { "" } else { "s" }
+                        ),
+                    };
+                    self.error(
+                        ErrorKind::OutOfRange {
+                            value: format!("a list of {} items", items.len()),
+                            range,
+                        },
+                        e.span,
+                    );
+                    return None;
+                }
+                let values: Vec<Value> = values.into_iter().collect::<Option<_>>()?;
+                if *unique {
+                    for (i, v) in values.iter().enumerate() {
+                        if values[..i].contains(v) {
+                            self.error(
+                                ErrorKind::GivenTwice {
+                                    name: v.to_string(),
+                                },
+                                items[i].span,
+                            );
+                            return None;
+                        }
+                    }
+                }
+                Some(Value::List(values))
+            }
+            Type::Record { of, fields } => {
+                let ExprKind::Record(given) = &e.kind else {
+                    return self.from_reference(e, ty);
+                };
+                let pairs: Vec<(&Ident, &Expr)> =
+                    given.iter().map(|f| (&f.name, &f.value)).collect();
+                let args = self.bind_fields(of, fields, &pairs, e.span)?;
+                Some(Value::Record(args))
+            }
+            Type::Map { value } => {
+                let ExprKind::Record(given) = &e.kind else {
+                    return self.from_reference(e, ty);
+                };
+                let mut out = BTreeMap::new();
+                let mut ok = true;
+                for f in given {
+                    if out.contains_key(&f.name.name) {
+                        self.error(
+                            ErrorKind::GivenTwice {
+                                name: f.name.name.clone(),
+                            },
+                            f.name.span,
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    match self.eval(&f.value, value) {
+                        Some(v) => {
+                            out.insert(f.name.name.clone(), v);
+                        }
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Value::Record(out))
+            }
+        }
+    }
+
+    fn is_decl(&self, name: &str) -> bool {
+        self.decl(name).is_some()
+    }
+
+    pub(super) fn expand_constant<T>(
+        &mut self,
+        name: &Ident,
+        f: impl FnOnce(&mut Self, &Expr) -> Option<T>,
+    ) -> Option<T> {
+        if self.expanding.contains(&name.name) {
+            let mut path = self.expanding.clone();
+            path.push(name.name.clone());
+            self.error(ErrorKind::Cycle { path }, name.span);
+            return None;
+        }
+        let binding = self.constants.get(&name.name)?.clone();
+        self.expanding.push(name.name.clone());
+        let v = f(self, &binding.value);
+        self.expanding.pop();
+        v
+    }
+
+    fn mismatch(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+        let found = describe_expr(e);
+        self.error(
+            ErrorKind::TypeMismatch {
+                expected: ty.describe(),
+                found,
+            },
+            e.span,
+        );
+        None
+    }
+
+    fn unknown_variant<'s>(
+        &mut self,
+        name: &str,
+        of: &str,
+        options: impl Iterator<Item = &'s str> + Clone,
+        span: Span,
+    ) -> Option<Value> {
+        if let Some(d) = self.registry.misplaced_value(of, name, span) {
+            self.diags.push(d);
+            return None;
+        }
+        let suggestion = nearest(name, options.clone());
+        let options = options.map(str::to_string).collect();
+        self.error(
+            ErrorKind::UnknownVariant {
+                value: name.to_string(),
+                of: of.to_string(),
+                suggestion,
+                options,
+            },
+            span,
+        );
+        None
+    }
+
+    /// A value reached through `stage.field` (or a constant holding one), checked against `ty`.
+    fn from_reference(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+        let ExprKind::Path(segs) = &e.kind else {
+            return self.mismatch(e, ty);
+        };
+        let value = self.field_value(segs, e.span)?;
+        if conforms(&value, ty) {
+            Some(value)
+        } else {
+            self.error(
+                ErrorKind::TypeMismatch {
+                    expected: ty.describe(),
+                    found: value.describe(),
+                },
+                e.span,
+            );
+            None
+        }
+    }
+
+    /// The checked value of `stage.field`. Reports unknown names and fields; returns `None`
+    /// silently when the stage itself failed (its errors are already reported).
+    pub(super) fn field_value(&mut self, segs: &[Ident], span: Span) -> Option<Value> {
+        let head = &segs[0];
+        if self.decl(&head.name).is_none() {
+            let suggestion = nearest(&head.name, self.known_names());
+            self.error(
+                ErrorKind::UnknownName {
+                    name: head.name.clone(),
+                    suggestion,
+                },
+                head.span,
+            );
+            return None;
+        }
+        let Some(field) = segs.get(1) else {
+            self.error(
+                ErrorKind::TypeMismatch {
+                    expected: "a value".into(),
+                    found: format!("the stage `{}`", head.name),
+                },
+                span,
+            );
+            return None;
+        };
+        let stage = self.done.get(&head.name)?.as_ref()?;
+        let outputs = &stage.outputs;
+        let known: Vec<String> = outputs
+            .first()
+            .map(|o| o.fields.keys().cloned().collect())
+            .unwrap_or_default();
+        let values: Vec<Option<&Field>> =
+            outputs.iter().map(|o| o.fields.get(&field.name)).collect();
+        match values.first().copied().flatten() {
+            None => {
+                let suggestion = nearest(&field.name, known.iter().map(String::as_str));
+                let kind = ErrorKind::UnknownField {
+                    stage: head.name.clone(),
+                    field: field.name.clone(),
+                    suggestion,
+                    fields: known,
+                };
+                self.error(kind, field.span);
+                None
+            }
+            Some(Field::Value(v)) => {
+                if segs.len() > 2 {
+                    self.error(
+                        ErrorKind::UnknownField {
+                            stage: format!("{}.{}", head.name, field.name),
+                            field: segs[2].name.clone(),
+                            suggestion: None,
+                            fields: vec![],
+                        },
+                        segs[2].span,
+                    );
+                    return None;
+                }
+                if values.iter().any(|o| *o != Some(&Field::Value(v.clone()))) {
+                    let kind = ErrorKind::TypeMismatch {
+                        expected: "a single value".into(),
+                        found: format!(
+                            "`{}.{}`, which differs between the sweep's instances",
+                            head.name, field.name
+                        ),
+                    };
+                    self.error(kind, span);
+                    return None;
+                }
+                Some(v.clone())
+            }
+            Some(Field::Data(kind)) => {
+                let found = format!(
+                    "`{}.{}`, {kind} (usable only as a stage input)",
+                    head.name, field.name
+                );
+                self.error(
+                    ErrorKind::TypeMismatch {
+                        expected: "a value".into(),
+                        found,
+                    },
+                    span,
+                );
+                None
+            }
+            Some(Field::File) => {
+                let found = format!(
+                    "`{}.{}`, a file (usable in a shell command as `{{{}.{}}}`)",
+                    head.name, field.name, head.name, field.name
+                );
+                self.error(
+                    ErrorKind::TypeMismatch {
+                        expected: "a value".into(),
+                        found,
+                    },
+                    span,
+                );
+                None
+            }
+        }
+    }
+
+    /// `{STAGE.OUTPUT}` placeholders must name a stage and one of its files.
+    fn check_template_stages(&mut self, s: &str, span: Span) {
+        for (_, _, scope, field) in super::order::placeholders(s) {
+            if super::order::PLACEHOLDER_SCOPES.contains(&scope) {
+                continue;
+            }
+            if self.decl(scope).is_none() {
+                let reason = format!("names no stage: `{scope}` is not declared");
+                self.error(
+                    ErrorKind::PlaceholderUnknown {
+                        placeholder: format!("{scope}.{field}"),
+                        reason,
+                    },
+                    span,
+                );
+                continue;
+            }
+            let Some(Some(stage)) = self.done.get(scope) else {
+                continue;
+            };
+            let has_file = stage
+                .outputs
+                .iter()
+                .any(|o| matches!(o.fields.get(field), Some(Field::File)));
+            if !has_file {
+                let files: Vec<&str> = stage.outputs.first().map_or(vec![], |o| {
+                    o.fields
+                        .iter()
+                        .filter(|(_, f)| matches!(f, Field::File))
+                        .map(|(k, _)| k.as_str())
+                        .collect()
+                });
+                let reason = if files.is_empty() {
+                    format!("names no file: `{scope}` writes no files")
+                } else {
+                    format!(
+                        "names no file: `{scope}` writes {}",
+                        files
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                self.error(
+                    ErrorKind::PlaceholderUnknown {
+                        placeholder: format!("{scope}.{field}"),
+                        reason,
+                    },
+                    span,
+                );
+            }
+        }
+    }
+
+    fn ctor(
+        &mut self,
+        func: &Ident,
+        args: Option<&Args>,
+        of: &str,
+        ctors: &[Ctor],
+        span: Span,
+    ) -> Option<Value> {
+        let Some(ctor) = ctors.iter().find(|c| c.name == func.name) else {
+            return self.unknown_variant(&func.name, of, ctors.iter().map(|c| c.name), func.span);
+        };
+        let mut pairs: Vec<(&Ident, &Expr)> = Vec::new();
+        let mut positional = Vec::new();
+        if let Some(args) = args {
+            for a in &args.args {
+                match &a.name {
+                    Some(n) => pairs.push((n, &a.value)),
+                    None => positional.push(&a.value),
+                }
+            }
+        }
+        if positional.len() > ctor.params.len() {
+            let kind = ErrorKind::TooManyInputs {
+                kind: ctor.name.to_string(),
+                max: ctor.params.len(),
+            };
+            self.error(kind, positional[ctor.params.len()].span);
+            return None;
+        }
+        let names: Vec<Ident> = ctor
+            .params
+            .iter()
+            .zip(&positional)
+            .map(|(p, e)| Ident {
+                name: p.name.to_string(),
+                span: e.span,
+            })
+            .collect();
+        let mut all: Vec<(&Ident, &Expr)> = names.iter().zip(positional.iter().copied()).collect();
+        all.extend(pairs);
+        let args = self.bind_fields(ctor.name, &ctor.params, &all, span)?;
+        Some(Value::Ctor {
+            name: ctor.name.to_string(),
+            args,
+        })
+    }
+
+    /// Binds `name: value` pairs to parameter signatures: unknown names, repeats, types,
+    /// required ones missing, defaults filled (`Derived` ones are left for the stage kind).
+    fn bind_fields(
+        &mut self,
+        of: &str,
+        sigs: &[ParamSig],
+        given: &[(&Ident, &Expr)],
+        span: Span,
+    ) -> Option<BTreeMap<String, Value>> {
+        let mut out = BTreeMap::new();
+        let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
+        let mut ok = true;
+        for (name, expr) in given {
+            let Some(sig) = sigs.iter().find(|s| s.name == name.name) else {
+                let suggestion = nearest(&name.name, sigs.iter().map(|s| s.name));
+                self.error(
+                    ErrorKind::UnknownParam {
+                        name: name.name.clone(),
+                        kind: of.to_string(),
+                        suggestion,
+                    },
+                    name.span,
+                );
+                ok = false;
+                continue;
+            };
+            if let Some(first) = seen.get(name.name.as_str()) {
+                let d = Diagnostic::new(
+                    ErrorKind::GivenTwice {
+                        name: name.name.clone(),
+                    },
+                    name.span,
+                )
+                .with_related(*first, "first given here");
+                self.diags.push(d);
+                ok = false;
+                continue;
+            }
+            seen.insert(&name.name, name.span);
+            match self.eval(expr, &sig.ty) {
+                Some(v) => {
+                    out.insert(sig.name.to_string(), v);
+                }
+                None => ok = false,
+            }
+        }
+        for sig in sigs {
+            if out.contains_key(sig.name) || seen.contains_key(sig.name) {
+                continue;
+            }
+            match &sig.default {
+                ParamDefault::Value(v) => {
+                    out.insert(sig.name.to_string(), v.clone());
+                }
+                ParamDefault::Required => {
+                    self.error(
+                        ErrorKind::MissingParam {
+                            name: sig.name.to_string(),
+                            of: format!("`{of}`"),
+                        },
+                        span,
+                    );
+                    ok = false;
+                }
+                ParamDefault::Derived(_) => {}
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn eval_number(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+        let n = self.num(e)?;
+        let value = match (ty, n) {
+            (Type::Int { .. }, Num::Int(i)) => Value::Int(i),
+            (Type::Int { .. }, Num::Float(f)) => {
+                self.error(
+                    ErrorKind::TypeMismatch {
+                        expected: "an integer".into(),
+                        found: format!("the number `{}`", Float(f)),
+                    },
+                    e.span,
+                );
+                return None;
+            }
+            (_, n) => Value::Float(n.as_f64()),
+        };
+        if !in_range(&value, ty) {
+            let range = ty.range().unwrap_or_default();
+            self.error(
+                ErrorKind::OutOfRange {
+                    value: value.to_string(),
+                    range,
+                },
+                e.span,
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    /// Folds a numeric expression. Reports non-numbers, overflow and division by zero.
+    fn num(&mut self, e: &Expr) -> Option<Num> {
+        match &e.kind {
+            ExprKind::Int { value, .. } => Some(Num::Int(*value)),
+            ExprKind::Float { value, .. } => Some(Num::Float(*value)),
+            ExprKind::Group(inner) => self.num(inner),
+            ExprKind::Neg(inner) => match self.num(inner)? {
+                Num::Int(i) => i
+                    .checked_neg()
+                    .map(Num::Int)
+                    .or_else(|| self.overflow(e.span)),
+                Num::Float(f) => Some(Num::Float(-f)),
+            },
+            ExprKind::Binary { op, lhs, rhs } => {
+                let (l, r) = (self.num(lhs), self.num(rhs));
+                let (l, r) = (l?, r?);
+                self.arith(*op, l, r, e.span)
+            }
+            ExprKind::Path(segs)
+                if segs.len() == 1 && self.constants.contains_key(&segs[0].name) =>
+            {
+                self.expand_constant(&segs[0], |c, expr| c.num(expr))
+            }
+            ExprKind::Path(segs) if self.decl(&segs[0].name).is_some() || segs.len() > 1 => {
+                match self.field_value(segs, e.span)? {
+                    crate::value::Value::Int(i) => Some(Num::Int(i)),
+                    crate::value::Value::Float(f) => Some(Num::Float(f)),
+                    other => {
+                        self.error(
+                            ErrorKind::TypeMismatch {
+                                expected: "a number".into(),
+                                found: other.describe(),
+                            },
+                            e.span,
+                        );
+                        None
+                    }
+                }
+            }
+            ExprKind::Path(segs) => {
+                let suggestion = nearest(&segs[0].name, self.known_names());
+                self.error(
+                    ErrorKind::UnknownName {
+                        name: segs[0].name.clone(),
+                        suggestion,
+                    },
+                    segs[0].span,
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    ErrorKind::TypeMismatch {
+                        expected: "a number".into(),
+                        found: describe_expr(e),
+                    },
+                    e.span,
+                );
+                None
+            }
+        }
+    }
+
+    fn arith(&mut self, op: BinOp, l: Num, r: Num, span: Span) -> Option<Num> {
+        match (l, r) {
+            (Num::Int(a), Num::Int(b)) => {
+                let v = match op {
+                    BinOp::Add => a.checked_add(b),
+                    BinOp::Sub => a.checked_sub(b),
+                    BinOp::Mul => a.checked_mul(b),
+                    BinOp::Div if b == 0 => {
+                        self.error(ErrorKind::DivisionByZero, span);
+                        return None;
+                    }
+                    // Exact integer division stays an integer; otherwise the result is a float.
+                    BinOp::Div if a % b == 0 => a.checked_div(b),
+                    BinOp::Div => return Some(Num::Float(a as f64 / b as f64)),
+                };
+                v.map(Num::Int).or_else(|| self.overflow(span))
+            }
+            (l, r) => {
+                let (a, b) = (l.as_f64(), r.as_f64());
+                if op == BinOp::Div && b == 0.0 {
+                    self.error(ErrorKind::DivisionByZero, span);
+                    return None;
+                }
+                let v = match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => a / b,
+                };
+                if v.is_finite() {
+                    Some(Num::Float(v))
+                } else {
+                    self.error(ErrorKind::FloatNotFinite, span);
+                    None
+                }
+            }
+        }
+    }
+
+    fn overflow(&mut self, span: Span) -> Option<Num> {
+        self.error(ErrorKind::Overflow, span);
+        None
+    }
+}
+
+fn in_range(v: &Value, ty: &Type) -> bool {
+    let within = |x: f64, min: &Option<Bound>, max: &Option<Bound>| {
+        min.is_none_or(|b| {
+            if b.inclusive {
+                x >= b.value
+            } else {
+                x > b.value
+            }
+        }) && max.is_none_or(|b| {
+            if b.inclusive {
+                x <= b.value
+            } else {
+                x < b.value
+            }
+        })
+    };
+    match (ty, v) {
+        (Type::Int { min, max }, Value::Int(i)) => {
+            min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m)
+        }
+        (Type::Float { min, max }, v) => v.as_f64().is_some_and(|x| within(x, min, max)),
+        (Type::Optional(inner), v) => v.is_none() || in_range(v, inner),
+        _ => true,
+    }
+}
+
+/// Whether a value reached by reference fits a type.
+fn conforms(v: &Value, ty: &Type) -> bool {
+    match (ty, v) {
+        (Type::Optional(_), Value::None) => true,
+        (Type::Optional(inner), v) => conforms(v, inner),
+        (Type::Bool, Value::Bool(_)) | (Type::Str | Type::Path | Type::Template, Value::Str(_)) => {
+            true
+        }
+        (Type::Int { .. }, Value::Int(_))
+        | (Type::Float { .. }, Value::Int(_) | Value::Float(_)) => in_range(v, ty),
+        (Type::Scalar, Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_)) => true,
+        (Type::Enum { values, .. }, Value::Enum(s)) => values.contains(&s.as_str()),
+        (Type::Name, Value::Enum(_)) => true,
+        (Type::Variant { ctors, .. }, Value::Ctor { name, .. }) => {
+            ctors.iter().any(|c| c.name == name)
+        }
+        (
+            Type::List {
+                item,
+                min_len,
+                max_len,
+                ..
+            },
+            Value::List(items),
+        ) => {
+            items.len() >= *min_len
+                && max_len.is_none_or(|m| items.len() <= m)
+                && items.iter().all(|i| conforms(i, item))
+        }
+        (Type::Record { .. } | Type::Map { .. }, Value::Record(_)) => true,
+        _ => false,
+    }
+}
+
+/// How an expression reads in "found ...".
+pub(super) fn describe_expr(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Int { raw, .. } => format!("the integer `{raw}`"),
+        ExprKind::Float { raw, .. } => format!("the number `{raw}`"),
+        ExprKind::Bool(b) => format!("`{b}`"),
+        ExprKind::None => "`none`".into(),
+        ExprKind::Str { raw, .. } => format!("the string \"{raw}\""),
+        ExprKind::Path(segs) => {
+            format!(
+                "`{}`",
+                segs.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            )
+        }
+        ExprKind::List(_) => "a list".into(),
+        ExprKind::Record(_) => "a record".into(),
+        ExprKind::Call { func, .. } => format!("`{}(...)`", func.name),
+        ExprKind::Neg(_) | ExprKind::Binary { .. } => "an arithmetic expression".into(),
+        ExprKind::Group(inner) => describe_expr(inner),
+    }
+}

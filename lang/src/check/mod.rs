@@ -1,0 +1,234 @@
+//! The checker: syntax tree in, [`CheckedPipeline`] out.
+//!
+//! Order of work: load the root file and everything it `use`s (`load.rs`); collect constants
+//! and declarations, reporting duplicates; apply `--set` overrides (`overrides.rs`); order the
+//! declarations so each comes after what it depends on (`order.rs`); then check each one
+//! against its kind's signature (`decl.rs`), evaluating values against their types
+//! (`eval.rs`), and let the kind derive its outputs once per instance. Every error of the
+//! file is collected; a declaration with errors is left out of the result, and checks that
+//! need its outputs are skipped rather than reported a second time.
+
+mod decl;
+mod eval;
+mod load;
+mod order;
+mod overrides;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::checked::{CheckedPipeline, CheckedStage};
+use crate::diagnostic::{self, Diagnostic};
+use crate::errors::ErrorKind;
+use crate::signature::Registry;
+use crate::source::{SourceMap, Span};
+use crate::syntax::ast::{Binding, Decl, Expr, Item};
+
+pub use overrides::Override;
+
+/// Everything a check produced: the sources (to render diagnostics), the diagnostics, sorted,
+/// and the checked pipeline when there were no errors.
+#[derive(Debug)]
+pub struct Report {
+    pub sources: SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+    pub pipeline: Option<CheckedPipeline>,
+}
+
+impl Report {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Checks the pipeline file at `path` with `--set` overrides (each `TARGET=VALUE`).
+pub fn check_file(path: &Path, overrides: &[String], registry: &dyn Registry) -> Report {
+    let mut sources = SourceMap::new();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let root = sources.add(path.display().to_string(), Some(path), text);
+            check_loaded(sources, root, overrides, registry)
+        }
+        Err(e) => {
+            let diag = Diagnostic::unspanned(ErrorKind::UseUnreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            Report {
+                sources,
+                diagnostics: vec![diag],
+                pipeline: None,
+            }
+        }
+    }
+}
+
+/// Checks pipeline text that has no file on disk (`use` paths resolve against the current
+/// directory). Tests and `medgen fmt` use it.
+pub fn check_source(
+    name: &str,
+    text: &str,
+    overrides: &[String],
+    registry: &dyn Registry,
+) -> Report {
+    let mut sources = SourceMap::new();
+    let root = sources.add(name, None, text);
+    check_loaded(sources, root, overrides, registry)
+}
+
+fn check_loaded(
+    mut sources: SourceMap,
+    root: crate::source::FileId,
+    overrides: &[String],
+    registry: &dyn Registry,
+) -> Report {
+    let mut diags = Vec::new();
+    let items = load::load(&mut sources, root, &mut diags);
+    let overrides = overrides::parse_all(&mut sources, overrides, &mut diags);
+    let mut checker = Checker::new(registry, &items, &mut diags);
+    checker.apply_overrides(&overrides);
+    let pipeline = checker.run();
+    diagnostic::sort(&mut diags);
+    diags.dedup();
+    let pipeline = if diags.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        pipeline
+    };
+    Report {
+        sources,
+        diagnostics: diags,
+        pipeline,
+    }
+}
+
+/// State of one check.
+pub(crate) struct Checker<'a> {
+    registry: &'a dyn Registry,
+    diags: &'a mut Vec<Diagnostic>,
+    pipeline_name: Option<String>,
+    /// Top-level constants by name.
+    constants: BTreeMap<String, Binding>,
+    /// Declarations by name, in source order.
+    decls: Vec<Decl>,
+    /// Overridden parameters per declaration: `(param, value, span of the override)`.
+    decl_overrides: BTreeMap<String, Vec<(crate::syntax::ast::Ident, Expr)>>,
+    /// Results of checked declarations; `None` for one that had errors.
+    done: BTreeMap<String, Option<CheckedStage>>,
+    /// Constants being expanded, to catch `a = b`, `b = a`.
+    expanding: Vec<String>,
+    /// Declarations on a dependency circle (reported once; not checked further).
+    cyclic: std::collections::BTreeSet<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(registry: &'a dyn Registry, items: &[Item], diags: &'a mut Vec<Diagnostic>) -> Self {
+        let mut c = Checker {
+            registry,
+            diags,
+            pipeline_name: None,
+            constants: BTreeMap::new(),
+            decls: Vec::new(),
+            decl_overrides: BTreeMap::new(),
+            done: BTreeMap::new(),
+            expanding: Vec::new(),
+            cyclic: Default::default(),
+        };
+        let mut first_seen: BTreeMap<String, Span> = BTreeMap::new();
+        for item in items {
+            match item {
+                Item::Pipeline { name, .. } => c.pipeline_name = Some(name.name.clone()),
+                Item::Use { .. } => {}
+                Item::Binding(b) => {
+                    if c.note_name(&mut first_seen, &b.name.name, b.name.span, "constant") {
+                        c.constants.insert(b.name.name.clone(), b.clone());
+                    }
+                }
+                Item::Decl(d) => {
+                    if c.note_name(
+                        &mut first_seen,
+                        &d.name.name,
+                        d.name.span,
+                        d.keyword.as_str(),
+                    ) {
+                        c.decls.push(d.clone());
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Records a top-level name; reports and returns false when it is taken.
+    fn note_name(
+        &mut self,
+        seen: &mut BTreeMap<String, Span>,
+        name: &str,
+        span: Span,
+        what: &'static str,
+    ) -> bool {
+        if let Some(first) = seen.get(name) {
+            let d = Diagnostic::new(
+                ErrorKind::Duplicate {
+                    what,
+                    name: name.to_string(),
+                },
+                span,
+            )
+            .with_related(*first, "first defined here");
+            self.diags.push(d);
+            return false;
+        }
+        seen.insert(name.to_string(), span);
+        true
+    }
+
+    fn error(&mut self, kind: ErrorKind, span: Span) {
+        self.diags.push(Diagnostic::new(kind, span));
+    }
+
+    fn decl(&self, name: &str) -> Option<&Decl> {
+        self.decls.iter().find(|d| d.name.name == name)
+    }
+
+    /// All names a reference could mean, for suggestions.
+    fn known_names(&self) -> Vec<&str> {
+        self.constants
+            .keys()
+            .map(String::as_str)
+            .chain(self.decls.iter().map(|d| d.name.name.as_str()))
+            .collect()
+    }
+
+    fn run(&mut self) -> Option<CheckedPipeline> {
+        let seed = self.pipeline_seed();
+        for name in self.order() {
+            let stage = self.check_decl(&name, seed);
+            self.done.insert(name, stage);
+        }
+        let name = self.pipeline_name.clone()?;
+        let stages = self.order_of_done();
+        Some(CheckedPipeline { name, seed, stages })
+    }
+
+    /// The pipeline seed: the constant `seed` if there is one (checked to be an integer ≥ 0).
+    fn pipeline_seed(&mut self) -> i64 {
+        let Some(binding) = self.constants.get("seed").cloned() else {
+            return 0;
+        };
+        let ty = crate::signature::Type::int(0, None);
+        self.eval(&binding.value, &ty)
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+    }
+
+    fn order_of_done(&self) -> Vec<CheckedStage> {
+        let order = self.topo_names();
+        order
+            .iter()
+            .filter_map(|n| self.done.get(n).cloned().flatten())
+            .collect()
+    }
+}
+
+pub use order::placeholders;

@@ -1,0 +1,167 @@
+//! Which declarations depend on which, and an order that puts every declaration after what it
+//! needs. Dependencies come from inputs, from references in values (`vae.latent_channels`,
+//! also through constants) and from `{STAGE.OUTPUT}` placeholders in strings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::errors::ErrorKind;
+use crate::source::Span;
+use crate::syntax::ast::{BlockItem, Decl, Expr, ExprKind};
+
+use super::Checker;
+
+/// Reserved placeholder prefixes of shell commands; any other `{a.b}` names stage `a`.
+pub(crate) const PLACEHOLDER_SCOPES: [&str; 3] = ["in", "params", "out"];
+
+/// `{a.b}` placeholders in a string, with their byte ranges.
+pub fn placeholders(s: &str) -> Vec<(usize, usize, &str, &str)> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' {
+            if let Some(len) = s[i + 1..].find('}') {
+                let body = &s[i + 1..i + 1 + len];
+                if let Some((a, b)) = body.split_once('.') {
+                    if is_ident(a) && is_ident(b) {
+                        out.push((i, i + len + 2, a, b));
+                        i += len + 2;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn is_ident(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Checker<'_> {
+    /// Declarations this one depends on, each with the span of the first reference.
+    pub(super) fn dependencies(&self, decl: &Decl) -> Vec<(String, Span)> {
+        let mut exprs: Vec<&Expr> = Vec::new();
+        if let Some(args) = &decl.args {
+            exprs.extend(args.args.iter().map(|a| &a.value));
+        }
+        if let Some(block) = &decl.block {
+            for item in &block.items {
+                match item {
+                    BlockItem::Assign(b) => exprs.push(&b.value),
+                    BlockItem::Sweep(s) => exprs.extend(&s.values),
+                    BlockItem::Expect(_) => {}
+                }
+            }
+        }
+        if let Some(overrides) = self.decl_overrides.get(&decl.name.name) {
+            exprs.extend(overrides.iter().map(|(_, e)| e));
+        }
+        let mut deps: BTreeMap<String, Span> = BTreeMap::new();
+        let mut seen_constants = BTreeSet::new();
+        while let Some(e) = exprs.pop() {
+            match &e.kind {
+                ExprKind::Path(segs) => {
+                    let head = &segs[0].name;
+                    if let Some(c) = self.constants.get(head) {
+                        if seen_constants.insert(head.clone()) {
+                            exprs.push(&c.value);
+                        }
+                    } else if self.decl(head).is_some() {
+                        deps.entry(head.clone()).or_insert(segs[0].span);
+                    }
+                }
+                ExprKind::Str { value, .. } => {
+                    for (start, end, scope, _) in placeholders(value) {
+                        if !PLACEHOLDER_SCOPES.contains(&scope) && self.decl(scope).is_some() {
+                            // The value has escapes resolved, so point at the whole string.
+                            let _ = (start, end);
+                            deps.entry(scope.to_string()).or_insert(e.span);
+                        }
+                    }
+                }
+                ExprKind::List(items) => exprs.extend(items),
+                ExprKind::Record(fields) => exprs.extend(fields.iter().map(|f| &f.value)),
+                ExprKind::Call { args, .. } => exprs.extend(args.args.iter().map(|a| &a.value)),
+                ExprKind::Neg(inner) | ExprKind::Group(inner) => exprs.push(inner),
+                ExprKind::Binary { lhs, rhs, .. } => exprs.extend([&**lhs, &**rhs]),
+                _ => {}
+            }
+        }
+        deps.into_iter().collect()
+    }
+
+    /// Declaration names, upstream first, in source order where the graph leaves a choice.
+    pub(super) fn topo_names(&self) -> Vec<String> {
+        let mut order = Vec::new();
+        let mut state: BTreeMap<String, bool> = BTreeMap::new(); // false: visiting, true: done
+        for d in &self.decls {
+            self.visit(&d.name.name, &mut state, &mut order, &mut Vec::new());
+        }
+        order
+    }
+
+    fn visit(
+        &self,
+        name: &str,
+        state: &mut BTreeMap<String, bool>,
+        order: &mut Vec<String>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match state.get(name) {
+            Some(true) => return None,
+            Some(false) => {
+                let start = path.iter().position(|p| p == name).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        let decl = self.decl(name)?;
+        state.insert(name.to_string(), false);
+        path.push(name.to_string());
+        let mut cycle = None;
+        for (dep, _) in self.dependencies(decl) {
+            if dep != name {
+                if let Some(c) = self.visit(&dep, state, order, path) {
+                    cycle.get_or_insert(c);
+                }
+            } else {
+                cycle.get_or_insert(vec![name.to_string(), name.to_string()]);
+            }
+        }
+        path.pop();
+        state.insert(name.to_string(), true);
+        order.push(name.to_string());
+        cycle
+    }
+
+    /// Like [`Self::topo_names`], and reports each circle once, at its first declaration.
+    pub(super) fn order(&mut self) -> Vec<String> {
+        let mut order = Vec::new();
+        let mut state: BTreeMap<String, bool> = BTreeMap::new();
+        let mut cycles = Vec::new();
+        let names: Vec<String> = self.decls.iter().map(|d| d.name.name.clone()).collect();
+        for name in &names {
+            if let Some(c) = self.visit(name, &mut state, &mut order, &mut Vec::new()) {
+                cycles.push(c);
+            }
+        }
+        for cycle in cycles {
+            if let Some(d) = self.decl(&cycle[0]) {
+                let span = d.name.span;
+                for member in &cycle {
+                    self.cyclic.insert(member.clone());
+                }
+                self.error(ErrorKind::Cycle { path: cycle }, span);
+            }
+        }
+        order
+    }
+}

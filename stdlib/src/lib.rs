@@ -1,0 +1,77 @@
+//! medgen-stdlib: the stage kinds of medgen and everything they need.
+//!
+//! For now this crate declares each kind's signature (inputs, typed parameters with ranges and
+//! defaults, output) and its `derive`, which computes what an instance yields before it runs
+//! (channel counts, latent geometry, metric names) and reports the seeds' pitfalls as
+//! diagnostics with stable codes (`pitfalls.rs`). The checker in medgen-lang sees the kinds only
+//! through [`StdRegistry`], so the language stays free of domain knowledge.
+
+pub mod pitfalls;
+pub mod split;
+pub mod stages;
+pub mod vocab;
+
+use medgen_lang::diagnostic::{Code, Diagnostic};
+use medgen_lang::signature::{Registry, StageKind};
+use medgen_lang::source::Span;
+
+use pitfalls::Pitfall;
+
+/// Every stage kind medgen knows.
+pub struct StdRegistry {
+    kinds: Vec<Box<dyn StageKind>>,
+}
+
+impl StdRegistry {
+    pub fn new() -> Self {
+        StdRegistry {
+            kinds: vec![
+                Box::new(stages::Phantom::new()),
+                Box::new(stages::Nifti::new()),
+                Box::new(stages::Compress::new()),
+                Box::new(stages::Encode::new()),
+                Box::new(stages::Diffuse::new()),
+                Box::new(stages::Sample::new()),
+                Box::new(stages::Evaluate::new()),
+                Box::new(stages::Shell::new()),
+            ],
+        }
+    }
+}
+
+impl Default for StdRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry for StdRegistry {
+    fn kind(&self, name: &str) -> Option<&dyn StageKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.signature().kind == name)
+            .map(|k| k.as_ref())
+    }
+
+    fn kinds(&self) -> Vec<&dyn StageKind> {
+        self.kinds.iter().map(|k| k.as_ref()).collect()
+    }
+
+    fn codes(&self) -> Vec<&'static Code> {
+        pitfalls::ALL.to_vec()
+    }
+
+    /// Seed pitfall 1: a strategy given as a mode, or a mode as a strategy.
+    fn misplaced_value(&self, of: &str, value: &str, span: Span) -> Option<Diagnostic> {
+        let kind = match of {
+            "mode" if vocab::STRATEGIES.contains(&value) => Pitfall::StrategyAsMode {
+                value: value.to_string(),
+            },
+            "strategy" if vocab::MODES.contains(&value) => Pitfall::ModeAsStrategy {
+                value: value.to_string(),
+            },
+            _ => return None,
+        };
+        Some(Diagnostic::new(kind, span))
+    }
+}

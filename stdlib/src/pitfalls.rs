@@ -1,0 +1,329 @@
+//! The seeds' pitfalls that can be caught before anything runs, as diagnostic codes and one
+//! enum whose `Display` is every message. Each code has a long explanation in
+//! `stdlib/explain/CODE.md` (printed by `medgen explain`), naming the seed pitfall it prevents.
+//! The stage kinds in `stages/` raise these from their `derive`.
+
+use std::fmt;
+
+use medgen_lang::diagnostic::{Code, DiagnosticKind, Severity};
+
+macro_rules! codes {
+    ($($name:ident = $id:literal, $sev:ident, $title:literal;)*) => {
+        $(
+            #[doc = $title]
+            pub static $name: Code = Code {
+                id: $id,
+                severity: Severity::$sev,
+                title: $title,
+                explanation: include_str!(concat!("../explain/", $id, ".md")),
+            };
+        )*
+        /// Every domain code, in order.
+        pub static ALL: &[&Code] = &[$(&$name),*];
+    };
+}
+
+codes! {
+    MODE_STRATEGY = "E0101", Error, "a mode given where a strategy belongs, or the reverse";
+    SEG_IN_COMPRESSION = "E0102", Error, "the segmentation mask is mixed into a compression model's images";
+    CHANNEL_MISMATCH = "E0103", Error, "stages disagree on which images, channels or latent space they share";
+    MISSING_MODALITY = "E0104", Error, "a stage needs a modality its dataset does not have";
+    PERCEPTUAL_ON_SEG = "E0105", Error, "a perceptual loss or metric applied to segmentation masks";
+    AUGMENT_WITH_SCOREAUG = "E0106", Error, "standard augmentation combined with ScoreAug";
+    SDA_WITH_SCOREAUG = "E0107", Error, "SDA and ScoreAug enabled together";
+    AUGMENTED_DIFFUSION_SPACE = "E0108", Error, "augmented diffusion outside a learned latent space";
+    GAN_BETAS = "E0109", Error, "adversarial training with non-GAN optimiser betas";
+    VAE_AUGMENT_IN_DIFFUSION = "E0110", Error, "compression-style augmentation in diffusion training";
+    DISTRIBUTION_METRIC_ON_SEG = "E0111", Error, "FID, KID or CMMD computed on segmentation masks";
+    MIN_SNR_RFLOW = "E0112", Error, "min-SNR loss weighting with rectified flow";
+    SEG_NOT_THRESHOLDED = "E0113", Error, "generated masks evaluated without thresholding";
+    EMPTY_VALIDATION = "E0114", Error, "a training stage has an empty validation split";
+    BAD_SPLIT = "E0115", Error, "split fractions do not add up to 1";
+    SPACING_SHAPE = "E0116", Error, "voxel spacing and shape disagree";
+    SIZE_MISMATCH = "E0117", Error, "a spatial size the model or compressor cannot divide";
+    DIMS_MISMATCH = "E0118", Error, "2D and 3D stages mixed where they cannot be";
+    SAMPLING_SETUP = "E0119", Error, "a sampler's decoder or guidance does not fit its denoiser";
+    METRIC_NOT_APPLICABLE = "E0120", Error, "a metric that cannot be computed on what is evaluated";
+    SCOREAUG_WITHOUT_OMEGA = "E0121", Error, "ScoreAug rotations or flips without omega conditioning";
+    STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
+    LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
+    MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
+}
+
+/// Every domain problem the stage kinds report.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pitfall {
+    StrategyAsMode {
+        value: String,
+    },
+    ModeAsStrategy {
+        value: String,
+    },
+    SegMixedIntoImages {
+        others: Vec<String>,
+    },
+    ImagesMismatch {
+        stage: String,
+        has: Vec<String>,
+        mode: String,
+        needs: Vec<String>,
+    },
+    DecoderMismatch {
+        decoder: String,
+        encoder: String,
+    },
+    MissingModality {
+        dataset: String,
+        missing: Vec<String>,
+        needed_by: String,
+    },
+    PerceptualLossOnSeg {
+        what: String,
+    },
+    PerceptualMetricOnSeg {
+        metric: String,
+    },
+    AugmentWithScoreAug {
+        augment: String,
+    },
+    SdaWithScoreAug,
+    AugmentedDiffusionInPixelSpace,
+    GanBetas {
+        beta1: f64,
+        beta2: f64,
+    },
+    VaeAugmentInDiffusion,
+    BatchAugmentInDiffusion {
+        method: String,
+    },
+    DistributionMetricOnSeg {
+        metric: String,
+    },
+    MinSnrWithRflow,
+    SegNotThresholded,
+    EmptyValidation {
+        dataset: String,
+        volumes: i64,
+        fraction: f64,
+    },
+    SplitSum {
+        sum: f64,
+    },
+    SpacingShape {
+        spacing: usize,
+        shape: usize,
+    },
+    NotDivisible {
+        what: String,
+        size: i64,
+        factor: i64,
+        axis: &'static str,
+    },
+    AttentionLevels {
+        attention: usize,
+        levels: usize,
+    },
+    Model3dOn2d {
+        model: String,
+    },
+    DimsMismatch {
+        compressor: i64,
+        model: i64,
+    },
+    DecoderMissing,
+    DecoderUnneeded,
+    GuidanceUntrained {
+        scale: f64,
+    },
+    GuidanceUnconditional {
+        mode: String,
+        scale: f64,
+    },
+    PairedMetricUnpaired {
+        metric: String,
+        mode: String,
+    },
+    MaskMetricOnImages {
+        metric: String,
+    },
+    MsSsimTooManyScales {
+        scales: i64,
+        size: i64,
+        max: i64,
+    },
+    ScoreAugWithoutOmega {
+        transforms: Vec<String>,
+    },
+    StructuredLatentF32,
+    LatentWithoutStabilisers,
+    MsSsimFewScales {
+        scales: i64,
+        size: i64,
+    },
+}
+
+fn names(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for Pitfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Pitfall::*;
+        match self {
+            StrategyAsMode { value } => write!(f, "`{value}` is a strategy (how to denoise), not a mode (what to generate)"),
+            ModeAsStrategy { value } => write!(f, "`{value}` is a mode (what to generate), not a strategy (how to denoise)"),
+            SegMixedIntoImages { others } => {
+                write!(f, "compression images mix the binary `seg` mask with intensity images {}", names(others))
+            }
+            ImagesMismatch { stage, has, mode, needs } => write!(
+                f,
+                "mode `{mode}` generates {}, but `{stage}` holds {}",
+                names(needs),
+                names(has)
+            ),
+            DecoderMismatch { decoder, encoder } => {
+                write!(f, "the decoder `{decoder}` is not the compressor `{encoder}` that made the latents")
+            }
+            MissingModality { dataset, missing, needed_by } => {
+                write!(f, "{needed_by} needs {}, which dataset `{dataset}` does not have", names(missing))
+            }
+            PerceptualLossOnSeg { what } => write!(f, "perceptual loss on segmentation masks ({what})"),
+            PerceptualMetricOnSeg { metric } => write!(f, "`{metric}` uses ImageNet features, meaningless on binary masks"),
+            AugmentWithScoreAug { augment } => write!(f, "standard augmentation `{augment}` is enabled together with ScoreAug"),
+            SdaWithScoreAug => write!(f, "SDA and ScoreAug are both enabled"),
+            AugmentedDiffusionInPixelSpace => write!(f, "augmented diffusion needs a learned latent space, but this denoiser works on pixels"),
+            GanBetas { beta1, beta2 } => write!(f, "adversarial training with betas [{beta1}, {beta2}]"),
+            VaeAugmentInDiffusion => write!(f, "the aggressive `vae` augmentation preset is used for diffusion training"),
+            BatchAugmentInDiffusion { method } => write!(f, "batch augmentation `{method}` is used for diffusion training"),
+            DistributionMetricOnSeg { metric } => write!(f, "`{metric}` on generated segmentation masks"),
+            MinSnrWithRflow => write!(f, "min-SNR weighting is defined for DDPM noise schedules, not rectified flow"),
+            SegNotThresholded => write!(f, "generated masks are evaluated as soft probabilities (`binarize_seg = false`)"),
+            EmptyValidation { dataset, volumes, fraction } => write!(
+                f,
+                "the validation split of `{dataset}` is empty ({fraction} of {volumes} volumes rounds to none)"
+            ),
+            SplitSum { sum } => write!(f, "split fractions add up to {sum}, not 1"),
+            SpacingShape { spacing, shape } => write!(f, "`spacing` has {spacing} entries but `shape` has {shape}"),
+            NotDivisible { what, size, factor, axis } => {
+                write!(f, "{axis} size {size} is not divisible by {factor}, {what}")
+            }
+            AttentionLevels { attention, levels } => {
+                write!(f, "`attention` has {attention} entries but the model has {levels} levels (`channels`)")
+            }
+            Model3dOn2d { model } => write!(f, "a 3D {model} cannot run on a 2D dataset"),
+            DimsMismatch { compressor, model } => {
+                write!(f, "the compressor is {compressor}D but the denoiser is {model}D")
+            }
+            DecoderMissing => write!(f, "this denoiser generates latents, and no `decoder` is given to turn them into images"),
+            DecoderUnneeded => write!(f, "this denoiser generates pixels; a `decoder` has nothing to decode"),
+            GuidanceUntrained { scale } => write!(
+                f,
+                "guidance scale {scale} needs a denoiser trained with conditioning dropout (`cfg_dropout > 0`)"
+            ),
+            GuidanceUnconditional { mode, scale } => {
+                write!(f, "guidance scale {scale} on mode `{mode}`, which has no image condition to guide with")
+            }
+            PairedMetricUnpaired { metric, mode } => write!(
+                f,
+                "`{metric}` compares each sample with its own reference, but mode `{mode}` samples are unconditional"
+            ),
+            MaskMetricOnImages { metric } => write!(f, "`{metric}` measures masks, and these samples are images"),
+            MsSsimTooManyScales { scales, size, max } => {
+                write!(f, "MS-SSIM with {scales} scales needs images larger than {size} pixels allow (at most {max})")
+            }
+            ScoreAugWithoutOmega { transforms } => {
+                write!(f, "ScoreAug transforms {} without omega conditioning", names(transforms))
+            }
+            StructuredLatentF32 => write!(f, "a structured latent with f32 compression has only 32 channels"),
+            LatentWithoutStabilisers => write!(f, "latent diffusion without `warmup` or `grad_clip`"),
+            MsSsimFewScales { scales, size } => {
+                write!(f, "MS-SSIM runs with {scales} scale{} at {size} pixels", if *scales == 1 { "" } else { "s" })
+            }
+        }
+    }
+}
+
+impl DiagnosticKind for Pitfall {
+    fn code(&self) -> &'static Code {
+        use Pitfall::*;
+        match self {
+            StrategyAsMode { .. } | ModeAsStrategy { .. } => &MODE_STRATEGY,
+            SegMixedIntoImages { .. } => &SEG_IN_COMPRESSION,
+            ImagesMismatch { .. } | DecoderMismatch { .. } => &CHANNEL_MISMATCH,
+            MissingModality { .. } => &MISSING_MODALITY,
+            PerceptualLossOnSeg { .. } | PerceptualMetricOnSeg { .. } => &PERCEPTUAL_ON_SEG,
+            AugmentWithScoreAug { .. } => &AUGMENT_WITH_SCOREAUG,
+            SdaWithScoreAug => &SDA_WITH_SCOREAUG,
+            AugmentedDiffusionInPixelSpace => &AUGMENTED_DIFFUSION_SPACE,
+            GanBetas { .. } => &GAN_BETAS,
+            VaeAugmentInDiffusion | BatchAugmentInDiffusion { .. } => &VAE_AUGMENT_IN_DIFFUSION,
+            DistributionMetricOnSeg { .. } => &DISTRIBUTION_METRIC_ON_SEG,
+            MinSnrWithRflow => &MIN_SNR_RFLOW,
+            SegNotThresholded => &SEG_NOT_THRESHOLDED,
+            EmptyValidation { .. } => &EMPTY_VALIDATION,
+            SplitSum { .. } => &BAD_SPLIT,
+            SpacingShape { .. } => &SPACING_SHAPE,
+            NotDivisible { .. } | AttentionLevels { .. } => &SIZE_MISMATCH,
+            Model3dOn2d { .. } | DimsMismatch { .. } => &DIMS_MISMATCH,
+            DecoderMissing
+            | DecoderUnneeded
+            | GuidanceUntrained { .. }
+            | GuidanceUnconditional { .. } => &SAMPLING_SETUP,
+            PairedMetricUnpaired { .. }
+            | MaskMetricOnImages { .. }
+            | MsSsimTooManyScales { .. } => &METRIC_NOT_APPLICABLE,
+            ScoreAugWithoutOmega { .. } => &SCOREAUG_WITHOUT_OMEGA,
+            StructuredLatentF32 => &STRUCTURED_LATENT_F32,
+            LatentWithoutStabilisers => &LATENT_WITHOUT_STABILISERS,
+            MsSsimFewScales { .. } => &MS_SSIM_SCALES,
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        use Pitfall::*;
+        Some(match self {
+            StrategyAsMode { value } => format!("write `strategy = {value}` and choose a mode: seg, bravo, dual, multi or seg_conditioned"),
+            ModeAsStrategy { value } => format!("write `mode = {value}` and choose a strategy: ddpm or rflow"),
+            SegMixedIntoImages { others } => format!(
+                "compress the images alone (`images = [{}]`) and masks in a separate stage (`images = [seg]`)",
+                others.join(", ")
+            ),
+            ImagesMismatch { needs, .. } => format!("compress exactly [{}] for this mode, or change the mode", needs.join(", ")),
+            DecoderMismatch { encoder, .. } => format!("use `decoder: {encoder}`"),
+            MissingModality { .. } => "add the modality to the dataset's `modalities`, or pick another mode".into(),
+            PerceptualLossOnSeg { .. } => "set `perceptual_weight = 0`; masks are trained with BCE/Dice-style losses".into(),
+            PerceptualMetricOnSeg { .. } => "measure masks with `dice`, `iou` or `hd95`".into(),
+            AugmentWithScoreAug { .. } => "set `augment = none`: ScoreAug augments noisy inputs, standard augmentation clean ones".into(),
+            SdaWithScoreAug => "keep one of them: `sda = false` or `score_aug = none`".into(),
+            AugmentedDiffusionInPixelSpace => "train on `encode` latents of a vae, vqvae or dcae, or set `augmented_diffusion = false`".into(),
+            GanBetas { .. } => "use `betas = [0.5, 0.9]` for adversarial training (DCGAN, StyleGAN practice)".into(),
+            VaeAugmentInDiffusion => "use `augment = diffusion` (conservative) or `none`".into(),
+            BatchAugmentInDiffusion { .. } => "set `batch_augment = none`; mixing images also mixes their masks".into(),
+            DistributionMetricOnSeg { .. } => "measure generated masks with `dice`, `iou` or `hd95` against references".into(),
+            MinSnrWithRflow => "remove `min_snr`, or use `strategy = ddpm`".into(),
+            SegNotThresholded => "remove `binarize_seg = false`; thresholds are set with `seg_threshold`".into(),
+            EmptyValidation { .. } => "raise `split.val` or `volumes`: the best checkpoint is chosen on validation loss".into(),
+            SplitSum { .. } => "make `train + val + test` equal 1".into(),
+            SpacingShape { .. } => "give one spacing per axis, in the same (depth, height, width) order as `shape`".into(),
+            NotDivisible { factor, .. } => format!("use a size that is a multiple of {factor}, or change the model"),
+            AttentionLevels { levels, .. } => format!("give {levels} booleans, one per level"),
+            Model3dOn2d { .. } => "use `dims: 2`, or a 3D dataset".into(),
+            DimsMismatch { compressor, .. } => format!("use `dims: {compressor}` in the denoiser's model"),
+            DecoderMissing => "add `decoder: COMPRESSOR` to the sample stage's arguments".into(),
+            DecoderUnneeded => "remove `decoder`".into(),
+            GuidanceUntrained { .. } => "set `cfg_dropout = 0.1` in the diffuse stage, or `guidance = 1.0`".into(),
+            GuidanceUnconditional { .. } => "use `guidance = 1.0`".into(),
+            PairedMetricUnpaired { .. } => "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into(),
+            MaskMetricOnImages { .. } => "evaluate a seg-mode sampler with mask metrics".into(),
+            MsSsimTooManyScales { max, .. } => format!("set `ms_ssim_scales = {max}` or evaluate larger images"),
+            ScoreAugWithoutOmega { .. } => "set `omega: true`, or use only translation and cutout".into(),
+            StructuredLatentF32 => "use `structured_latent: false` for f32, or f64/f128 compression".into(),
+            LatentWithoutStabilisers => "set `warmup = 10` and `grad_clip = 0.5`, as in the seeds' stable latent runs".into(),
+            MsSsimFewScales { .. } => "scores are not comparable with 5-scale MS-SSIM; evaluate larger images to compare".into(),
+        })
+    }
+}

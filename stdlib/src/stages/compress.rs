@@ -1,0 +1,287 @@
+//! `compress`: train a VAE, VQ-VAE or DC-AE on a dataset's images. Its output is a compressor
+//! whose latent channels and scale factors are *outputs* that `encode`, `diffuse` and `sample`
+//! read — never guessed later from a checkpoint (seed pitfall 72).
+
+use medgen_lang::signature::{
+    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
+};
+use medgen_lang::syntax::ast::DeclKeyword;
+use medgen_lang::value::Value;
+
+use crate::pitfalls::Pitfall;
+use crate::vocab::{
+    self, augment, batch_augment, compressor_model, modalities, names, strings, SEG,
+};
+
+use super::{axes, derive_seed, with_metrics, DatasetView};
+
+/// Weight of the perceptual loss for image compression when the file does not say.
+pub const DEFAULT_PERCEPTUAL_WEIGHT: f64 = 1e-3;
+
+pub struct Compress {
+    sig: Signature,
+}
+
+impl Compress {
+    pub fn new() -> Self {
+        let mut params = vec![
+            ParamSig::new(
+                "model",
+                compressor_model(),
+                ParamDefault::Required,
+                "the autoencoder: vae(...), vqvae(...) or dcae(...)",
+            ),
+            ParamSig::new(
+                "images",
+                modalities(),
+                ParamDefault::Derived("every modality but `seg`"),
+                "modalities compressed together, one channel each",
+            ),
+            ParamSig::new(
+                "perceptual_weight",
+                Type::float(0.0, 10.0),
+                ParamDefault::Derived("1e-3 for images, 0 for masks"),
+                "weight of the LPIPS perceptual loss",
+            ),
+            ParamSig::new(
+                "adv_weight",
+                Type::float(0.0, 10.0),
+                ParamDefault::Value(Value::Float(0.0)),
+                "weight of the adversarial (GAN) loss; 0 disables the discriminator",
+            ),
+            ParamSig::new(
+                "augment",
+                augment(),
+                ParamDefault::Value(Value::Enum("vae".into())),
+                "clean-image augmentation preset (`vae` is the aggressive one)",
+            ),
+            ParamSig::new(
+                "batch_augment",
+                batch_augment(),
+                ParamDefault::Value(Value::Enum("none".into())),
+                "mixup or cutmix across a batch",
+            ),
+        ];
+        params.extend(vocab::training_params(100, 1e-4));
+        Compress {
+            sig: Signature {
+                kind: "compress",
+                keyword: DeclKeyword::Stage,
+                doc: "train an autoencoder that compresses images to latents",
+                inputs: vec![InputSig {
+                    name: "data",
+                    kinds: vec![DataKind::Dataset],
+                    required: true,
+                    doc: "the dataset to train on",
+                }],
+                params,
+                output: DataKind::Compressor,
+            },
+        }
+    }
+}
+
+impl Default for Compress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Latent channels and spatial scale factor of a compressor model.
+pub(crate) fn latent_geometry(model: &Value) -> (i64, i64) {
+    match model.variant() {
+        Some("dcae") => match model.get("compression").and_then(Value::as_str) {
+            Some("f64") => (128, 64),
+            Some("f128") => (512, 128),
+            _ => (32, 32),
+        },
+        _ => {
+            let levels = model
+                .get("channels")
+                .map_or(1, |c| c.as_list().len().max(1));
+            (
+                model
+                    .get("latent_channels")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(4),
+                1 << (levels - 1),
+            )
+        }
+    }
+}
+
+impl StageKind for Compress {
+    fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
+        derive_seed(cx);
+        let Some(view) = cx.input("data") else {
+            return Outputs::default();
+        };
+        let data = DatasetView::read(view);
+        let images_span = cx.span_of("images");
+        if !cx.is_set("images") {
+            let images = data.images();
+            let images = if images.is_empty() {
+                vec![SEG.to_string()]
+            } else {
+                images
+            };
+            cx.derive("images", names(&images));
+        }
+        let images = strings(cx.value("images"));
+        let seg_only = images == [SEG];
+        if images.len() > 1 && images.iter().any(|m| m == SEG) {
+            let others = images.iter().filter(|m| *m != SEG).cloned().collect();
+            cx.error(Pitfall::SegMixedIntoImages { others }, images_span);
+        }
+        data.require(cx, &images, "`compress`", images_span);
+        if !cx.is_set("perceptual_weight") {
+            cx.derive(
+                "perceptual_weight",
+                Value::Float(if seg_only {
+                    0.0
+                } else {
+                    DEFAULT_PERCEPTUAL_WEIGHT
+                }),
+            );
+        } else if seg_only && cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
+            let span = cx.span_of("perceptual_weight");
+            cx.error(
+                Pitfall::PerceptualLossOnSeg {
+                    what: "a mask compressor".into(),
+                },
+                span,
+            );
+        }
+        check_gan_betas(cx);
+        data.require_validation(cx, cx.decl_span);
+
+        let model_span = cx.span_of("model");
+        let mut model = cx.value("model").clone();
+        let dims = fill_dims(cx, &mut model, data.dims);
+        if model.variant() == Some("dcae")
+            && model.get("compression").and_then(Value::as_str) == Some("f32")
+            && model.get("structured_latent").and_then(Value::as_bool) == Some(true)
+        {
+            cx.error(Pitfall::StructuredLatentF32, model_span);
+        }
+        let (latent_channels, scale) = latent_geometry(&model);
+        let depth_scale = if dims == 3 { scale } else { 1 };
+        let latent_shape = data.shape.as_ref().map(|shape| {
+            let what = format!("the compressor's downsampling factor ({scale}x)");
+            check_divisible(cx, shape, dims, scale, &what, model_span);
+            latent_shape(shape, dims, scale)
+        });
+        let mut o = Outputs::default();
+        o.value(
+            "kind",
+            Value::Enum(model.variant().unwrap_or("vae").to_string()),
+        )
+        .value("dims", Value::Int(dims))
+        .value("images", names(&images))
+        .value("in_channels", Value::Int(images.len() as i64))
+        .value("latent_channels", Value::Int(latent_channels))
+        .value("scale_factor", Value::Int(scale))
+        .value("depth_scale_factor", Value::Int(depth_scale))
+        .value(
+            "latent_shape",
+            latent_shape.map_or(Value::None, |s| {
+                Value::List(s.into_iter().map(Value::Int).collect())
+            }),
+        );
+        if seg_only {
+            with_metrics(o, &["val_loss", "dice", "iou"])
+        } else {
+            with_metrics(o, &["val_loss", "psnr", "ssim", "ms_ssim", "lpips"])
+        }
+    }
+}
+
+/// Fills a model's `dims` from the data when the file leaves it out, and reports a 3D model on
+/// 2D data. Returns the model's dims.
+pub(crate) fn fill_dims(cx: &mut DeriveCx<'_>, model: &mut Value, data_dims: i64) -> i64 {
+    let span = cx.span_of("model");
+    let dims = match model.get("dims").and_then(Value::as_i64) {
+        Some(d) => d,
+        None => {
+            if let Value::Ctor { args, .. } = model {
+                args.insert("dims".into(), Value::Int(data_dims));
+            }
+            cx.derive("model", model.clone());
+            data_dims
+        }
+    };
+    if dims == 3 && data_dims == 2 {
+        let what = model.variant().unwrap_or("model").to_string();
+        cx.error(Pitfall::Model3dOn2d { model: what }, span);
+    }
+    dims
+}
+
+/// The spatial axes a model of `dims` dimensions sees in data of `shape`: a 2D model runs on
+/// the (height, width) slices of a volume.
+pub(crate) fn model_axes(shape: &[i64], dims: i64) -> Vec<(&'static str, i64)> {
+    let all = axes(shape);
+    let skip = all.len().saturating_sub(dims as usize);
+    all.into_iter().skip(skip).collect()
+}
+
+/// Reports every axis the model sees that `factor` does not divide.
+pub(crate) fn check_divisible(
+    cx: &mut DeriveCx<'_>,
+    shape: &[i64],
+    dims: i64,
+    factor: i64,
+    what: &str,
+    span: medgen_lang::source::Span,
+) {
+    for (axis, size) in model_axes(shape, dims) {
+        if factor > 1 && size % factor != 0 {
+            cx.error(
+                Pitfall::NotDivisible {
+                    what: what.to_string(),
+                    size,
+                    factor,
+                    axis,
+                },
+                span,
+            );
+        }
+    }
+}
+
+/// The latent's shape: axes the model sees are divided by the scale factor.
+pub(crate) fn latent_shape(shape: &[i64], dims: i64, scale: i64) -> Vec<i64> {
+    let skip = shape.len().saturating_sub(dims as usize);
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i >= skip { s / scale } else { *s })
+        .collect()
+}
+
+/// Seed pitfall 58: adversarial training needs GAN betas.
+pub(crate) fn check_gan_betas(cx: &mut DeriveCx<'_>) {
+    if cx.value("adv_weight").as_f64().unwrap_or(0.0) <= 0.0 {
+        return;
+    }
+    let betas: Vec<f64> = cx
+        .value("betas")
+        .as_list()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    if let [beta1, beta2] = betas[..] {
+        if beta1 > 0.5 {
+            let span = if cx.is_set("betas") {
+                cx.span_of("betas")
+            } else {
+                cx.span_of("adv_weight")
+            };
+            cx.error(Pitfall::GanBetas { beta1, beta2 }, span);
+        }
+    }
+}

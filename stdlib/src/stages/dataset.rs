@@ -1,0 +1,258 @@
+//! Dataset kinds: `phantom` (a synthetic brain with tumours, for tests and laptops) and `nifti`
+//! (a directory of NIfTI volumes). Both yield the same output: modalities, shape and spacing in
+//! (depth, height, width) order, and `train`/`val`/`test` splits made per patient.
+
+use medgen_lang::signature::{
+    DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
+};
+use medgen_lang::syntax::ast::DeclKeyword;
+use medgen_lang::value::Value;
+
+use crate::pitfalls::Pitfall;
+use crate::split::{split_counts, SplitFractions};
+use crate::vocab::{modalities, names};
+
+use super::derive_seed;
+
+fn split_param() -> ParamSig {
+    let fraction = |name, default, doc| {
+        ParamSig::new(
+            name,
+            Type::float(0.0, 1.0),
+            ParamDefault::Value(Value::Float(default)),
+            doc,
+        )
+    };
+    ParamSig::new(
+        "split",
+        Type::Record {
+            of: "split",
+            fields: vec![
+                fraction("train", 0.75, "fraction of patients for training"),
+                fraction("val", 0.125, "fraction for validation (model selection)"),
+                fraction("test", 0.125, "fraction held out for evaluation"),
+            ],
+        },
+        ParamDefault::Value(Value::Record(
+            [("train", 0.75), ("val", 0.125), ("test", 0.125)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Value::Float(v)))
+                .collect(),
+        )),
+        "patient-level split fractions; they must add up to 1",
+    )
+}
+
+fn seed_param() -> ParamSig {
+    ParamSig::new(
+        "seed",
+        Type::int(0, None),
+        ParamDefault::Derived("the pipeline's `seed`"),
+        "seed of the split (and of the phantom's shapes)",
+    )
+}
+
+fn shape_type() -> Type {
+    Type::list_len(Type::int(4, Some(4096)), 2, Some(3))
+}
+
+fn spacing_type() -> Type {
+    Type::list_len(Type::positive(), 2, Some(3))
+}
+
+pub struct Phantom {
+    sig: Signature,
+}
+
+impl Phantom {
+    pub fn new() -> Self {
+        let ints = |v: &[i64]| Value::List(v.iter().map(|i| Value::Int(*i)).collect());
+        let sig = Signature {
+            kind: "phantom",
+            keyword: DeclKeyword::Dataset,
+            doc: "a synthetic brain phantom with tumours: ellipsoid anatomy, per-modality contrast, seeded",
+            inputs: vec![],
+            params: vec![
+                ParamSig::new("volumes", Type::int(1, Some(100_000)), ParamDefault::Value(Value::Int(32)), "number of synthetic patients"),
+                ParamSig::new("shape", shape_type(), ParamDefault::Value(ints(&[16, 32, 32])), "[depth, height, width] (or [height, width] for 2D)"),
+                ParamSig::new("spacing", spacing_type(), ParamDefault::Derived("1 mm per axis"), "voxel size in mm, same order as `shape`"),
+                ParamSig::new(
+                    "modalities",
+                    modalities(),
+                    ParamDefault::Value(names(&["t1_pre".into(), "t1_gd".into(), "seg".into()])),
+                    "sequences to synthesise, and `seg` for the tumour mask",
+                ),
+                ParamSig::new("tumours", Type::int(0, Some(16)), ParamDefault::Value(Value::Int(2)), "most tumours per patient"),
+                split_param(),
+                seed_param(),
+            ],
+            output: DataKind::Dataset,
+        };
+        Phantom { sig }
+    }
+}
+
+impl Default for Phantom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StageKind for Phantom {
+    fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
+        derive_seed(cx);
+        let shape: Vec<i64> = cx
+            .value("shape")
+            .as_list()
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        if !cx.is_set("spacing") {
+            cx.derive("spacing", Value::List(vec![Value::Float(1.0); shape.len()]));
+        }
+        check_spacing(cx, shape.len());
+        let volumes = cx.value("volumes").as_i64().unwrap_or(0);
+        dataset_outputs(cx, Some(volumes), Some(shape))
+    }
+}
+
+pub struct Nifti {
+    sig: Signature,
+}
+
+impl Nifti {
+    pub fn new() -> Self {
+        let sig = Signature {
+            kind: "nifti",
+            keyword: DeclKeyword::Dataset,
+            doc: "a directory of NIfTI volumes, one folder per patient, one file per modality",
+            inputs: vec![],
+            params: vec![
+                ParamSig::new(
+                    "dir",
+                    Type::Path,
+                    ParamDefault::Required,
+                    "the directory, relative to the pipeline file",
+                ),
+                ParamSig::new(
+                    "modalities",
+                    modalities(),
+                    ParamDefault::Required,
+                    "modalities to load; each patient must have all",
+                ),
+                ParamSig::new(
+                    "pattern",
+                    Type::Str,
+                    ParamDefault::Value(Value::Str("{patient}/{modality}.nii.gz".into())),
+                    "file layout under `dir`, with {patient} and {modality}",
+                ),
+                ParamSig::new(
+                    "shape",
+                    Type::optional(shape_type()),
+                    ParamDefault::Value(Value::None),
+                    "resample to [depth, height, width]; none keeps the files' shape",
+                ),
+                ParamSig::new(
+                    "spacing",
+                    Type::optional(spacing_type()),
+                    ParamDefault::Value(Value::None),
+                    "voxel size after resampling, same order as `shape`",
+                ),
+                split_param(),
+                seed_param(),
+            ],
+            output: DataKind::Dataset,
+        };
+        Nifti { sig }
+    }
+}
+
+impl Default for Nifti {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StageKind for Nifti {
+    fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
+        derive_seed(cx);
+        let shape: Option<Vec<i64>> = match cx.value("shape") {
+            Value::None => None,
+            v => Some(v.as_list().iter().filter_map(Value::as_i64).collect()),
+        };
+        if let (Some(shape), false) = (&shape, cx.value("spacing").is_none()) {
+            check_spacing(cx, shape.len());
+        }
+        dataset_outputs(cx, None, shape)
+    }
+}
+
+/// Seed pitfall 82: spacing has one entry per axis, in the order of `shape`.
+fn check_spacing(cx: &mut DeriveCx<'_>, axes: usize) {
+    let spacing = cx.value("spacing").as_list().len();
+    if spacing != axes {
+        let span = cx.span_of("spacing");
+        cx.error(
+            Pitfall::SpacingShape {
+                spacing,
+                shape: axes,
+            },
+            span,
+        );
+    }
+}
+
+fn dataset_outputs(
+    cx: &mut DeriveCx<'_>,
+    volumes: Option<i64>,
+    shape: Option<Vec<i64>>,
+) -> Outputs {
+    let split = cx.value("split");
+    let fractions = SplitFractions {
+        train: split.get("train").and_then(Value::as_f64).unwrap_or(0.0),
+        val: split.get("val").and_then(Value::as_f64).unwrap_or(0.0),
+        test: split.get("test").and_then(Value::as_f64).unwrap_or(0.0),
+    };
+    let sum = fractions.train + fractions.val + fractions.test;
+    if (sum - 1.0).abs() > 1e-6 {
+        let span = cx.span_of("split");
+        cx.error(
+            Pitfall::SplitSum {
+                sum: (sum * 1e6).round() / 1e6,
+            },
+            span,
+        );
+    }
+    let mut o = Outputs::default();
+    o.value("modalities", cx.value("modalities").clone());
+    let dims = shape.as_ref().map_or(3, |s| s.len() as i64);
+    o.value("dims", Value::Int(dims));
+    o.value(
+        "shape",
+        shape.map_or(Value::None, |s| {
+            Value::List(s.into_iter().map(Value::Int).collect())
+        }),
+    );
+    o.value("spacing", cx.value("spacing").clone());
+    o.value("volumes", volumes.map_or(Value::None, Value::Int));
+    o.value("val_fraction", Value::Float(fractions.val));
+    if let Some(n) = volumes {
+        let counts = split_counts(n as usize, &fractions);
+        o.value("train_volumes", Value::Int(counts.train as i64));
+        o.value("val_volumes", Value::Int(counts.val as i64));
+        o.value("test_volumes", Value::Int(counts.test as i64));
+    }
+    for part in ["train", "val", "test"] {
+        o.fields
+            .insert(part.to_string(), Field::Data(DataKind::Dataset));
+    }
+    o
+}

@@ -1,0 +1,142 @@
+//! `encode`: a dataset through a trained compressor, giving latents (and the tumour mask at
+//! latent resolution for seg-conditioned modes). Everything downstream reads the latent
+//! geometry from here.
+
+use medgen_lang::signature::{
+    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
+};
+use medgen_lang::syntax::ast::DeclKeyword;
+use medgen_lang::value::Value;
+
+use crate::pitfalls::Pitfall;
+use crate::vocab::strings;
+
+use super::compress::latent_shape;
+use super::DatasetView;
+
+pub struct Encode {
+    sig: Signature,
+}
+
+impl Encode {
+    pub fn new() -> Self {
+        Encode {
+            sig: Signature {
+                kind: "encode",
+                keyword: DeclKeyword::Stage,
+                doc: "encode a dataset to latents with a trained compressor",
+                inputs: vec![
+                    InputSig {
+                        name: "compressor",
+                        kinds: vec![DataKind::Compressor],
+                        required: true,
+                        doc: "the trained compressor",
+                    },
+                    InputSig {
+                        name: "data",
+                        kinds: vec![DataKind::Dataset],
+                        required: true,
+                        doc: "the dataset to encode",
+                    },
+                ],
+                params: vec![ParamSig::new(
+                    "batch",
+                    Type::int(1, Some(65_536)),
+                    ParamDefault::Value(Value::Int(16)),
+                    "volumes encoded at once",
+                )],
+                output: DataKind::Latents,
+            },
+        }
+    }
+}
+
+impl Default for Encode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StageKind for Encode {
+    fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
+        let (Some(comp), Some(view)) = (cx.input("compressor"), cx.input("data")) else {
+            return Outputs::default();
+        };
+        let comp = comp.outputs.clone();
+        let data_span = view.span;
+        let data = DatasetView::read(view);
+        let images = comp.get_value("images").map(strings).unwrap_or_default();
+        data.require(cx, &images, "the compressor", data_span);
+        let dims = comp.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
+        if dims == 3 && data.dims == 2 {
+            cx.error(
+                Pitfall::Model3dOn2d {
+                    model: "compressor".into(),
+                },
+                data_span,
+            );
+        }
+        let scale = comp
+            .get_value("scale_factor")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let shape = data.shape.as_ref().map(|s| latent_shape(s, dims, scale));
+        let mut o = Outputs::default();
+        for key in [
+            "kind",
+            "dims",
+            "images",
+            "latent_channels",
+            "scale_factor",
+            "depth_scale_factor",
+        ] {
+            if let Some(v) = comp.get_value(key) {
+                o.value(key, v.clone());
+            }
+        }
+        o.value(
+            "channels",
+            comp.get_value("latent_channels")
+                .cloned()
+                .unwrap_or(Value::None),
+        )
+        .value(
+            "shape",
+            shape.map_or(Value::None, |s| {
+                Value::List(s.into_iter().map(Value::Int).collect())
+            }),
+        )
+        .value(
+            "compressor",
+            Value::Str(cx.input("compressor").map_or("", |c| c.stage).to_string()),
+        )
+        .value(
+            "modalities",
+            Value::List(
+                data.modalities
+                    .iter()
+                    .map(|m| Value::Enum(m.clone()))
+                    .collect(),
+            ),
+        )
+        .value("dataset", Value::Str(data.name.clone()))
+        .value(
+            "pixel_shape",
+            data.shape.clone().map_or(Value::None, |s| {
+                Value::List(s.into_iter().map(Value::Int).collect())
+            }),
+        )
+        .value("data_dims", Value::Int(data.dims))
+        .value("volumes", data.volumes.map_or(Value::None, Value::Int))
+        .value(
+            "val_volumes",
+            data.val_volumes.map_or(Value::None, Value::Int),
+        )
+        .value("val_fraction", Value::Float(data.val_fraction));
+        o
+    }
+}

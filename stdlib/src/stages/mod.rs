@@ -1,0 +1,136 @@
+//! The stage kinds. Each file declares one kind's signature and its `derive`: the outputs an
+//! instance yields (channel counts, latent shapes, metric names) and the domain rules it checks.
+
+mod compress;
+mod dataset;
+mod diffuse;
+mod encode;
+mod evaluate;
+mod sample;
+mod shell;
+
+pub use compress::Compress;
+pub use dataset::{Nifti, Phantom};
+pub use diffuse::Diffuse;
+pub use encode::Encode;
+pub use evaluate::Evaluate;
+pub use sample::Sample;
+pub use shell::Shell;
+
+use medgen_lang::signature::{DeriveCx, InputView, Outputs};
+use medgen_lang::value::Value;
+
+use crate::pitfalls::Pitfall;
+use crate::vocab::strings;
+
+/// A dataset input as stages read it from its outputs.
+pub(crate) struct DatasetView {
+    pub name: String,
+    pub modalities: Vec<String>,
+    /// `None` when only known at run time (NIfTI without a resampling shape).
+    pub shape: Option<Vec<i64>>,
+    pub dims: i64,
+    pub volumes: Option<i64>,
+    pub val_volumes: Option<i64>,
+    pub val_fraction: f64,
+}
+
+impl DatasetView {
+    pub fn read(view: &InputView<'_>) -> Self {
+        let o = view.outputs;
+        let ints = |v: Option<&Value>| {
+            v.filter(|v| !v.is_none())
+                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
+        };
+        DatasetView {
+            name: o
+                .get_value("dataset")
+                .and_then(Value::as_str)
+                .unwrap_or(view.stage)
+                .to_string(),
+            modalities: o.get_value("modalities").map(strings).unwrap_or_default(),
+            shape: ints(o.get_value("shape")),
+            dims: o.get_value("dims").and_then(Value::as_i64).unwrap_or(3),
+            volumes: o.get_value("volumes").and_then(Value::as_i64),
+            val_volumes: o.get_value("val_volumes").and_then(Value::as_i64),
+            val_fraction: o
+                .get_value("val_fraction")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// The intensity images (every modality but the mask).
+    pub fn images(&self) -> Vec<String> {
+        self.modalities
+            .iter()
+            .filter(|m| *m != crate::vocab::SEG)
+            .cloned()
+            .collect()
+    }
+
+    /// Reports modalities in `needed` that the dataset lacks; returns whether all are there.
+    pub fn require(
+        &self,
+        cx: &mut DeriveCx<'_>,
+        needed: &[String],
+        needed_by: &str,
+        span: medgen_lang::source::Span,
+    ) -> bool {
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|m| !self.modalities.contains(m))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        cx.error(
+            Pitfall::MissingModality {
+                dataset: self.name.clone(),
+                missing,
+                needed_by: needed_by.to_string(),
+            },
+            span,
+        );
+        false
+    }
+
+    /// A training stage must be able to validate (seed pitfall 39).
+    pub fn require_validation(&self, cx: &mut DeriveCx<'_>, span: medgen_lang::source::Span) {
+        if let (Some(0), Some(volumes)) = (self.val_volumes, self.volumes) {
+            cx.error(
+                Pitfall::EmptyValidation {
+                    dataset: self.name.clone(),
+                    volumes,
+                    fraction: self.val_fraction,
+                },
+                span,
+            );
+        }
+    }
+}
+
+/// Fills the stage's `seed` from the pipeline seed when the file does not set it.
+pub(crate) fn derive_seed(cx: &mut DeriveCx<'_>) {
+    if !cx.is_set("seed") {
+        let seed = cx.pipeline_seed;
+        cx.derive("seed", Value::Int(seed));
+    }
+}
+
+/// The spatial axes of a shape, named for messages: (depth,) height, width.
+pub(crate) fn axes(shape: &[i64]) -> Vec<(&'static str, i64)> {
+    let names: &[&str] = if shape.len() == 3 {
+        &["depth", "height", "width"]
+    } else {
+        &["height", "width"]
+    };
+    names.iter().copied().zip(shape.iter().copied()).collect()
+}
+
+/// Outputs of a training stage: the metrics its validation logs.
+pub(crate) fn with_metrics(mut o: Outputs, metrics: &[&str]) -> Outputs {
+    o.metrics = metrics.iter().map(|m| m.to_string()).collect();
+    o
+}
