@@ -142,18 +142,11 @@ fn main() -> ExitCode {
     };
     let registry = StdRegistry::new();
     let ok = match cli.command {
-        Command::Check {
-            files,
-            overrides,
-            deny_warnings,
-            emit,
-        } => files.iter().fold(true, |ok, f| {
-            check(f, &overrides, deny_warnings, emit, &registry, color) && ok
-        }),
-        Command::Run { file, overrides } => run(&file, &overrides, &registry, color),
-        Command::Fmt { files, check } => {
-            files.iter().fold(true, |ok, f| fmt(f, check, color) && ok)
+        Command::Check { files, overrides, deny_warnings, emit } => {
+            files.iter().fold(true, |ok, f| check(f, &overrides, deny_warnings, emit, &registry, color) && ok)
         }
+        Command::Run { file, overrides } => run(&file, &overrides, &registry, color),
+        Command::Fmt { files, check } => files.iter().fold(true, |ok, f| fmt(f, check, color) && ok),
         Command::Explain { code, list, all } => explain(code.as_deref(), list, all, &registry),
         Command::Stages { kind, markdown } => stages(kind.as_deref(), markdown, &registry),
     };
@@ -197,24 +190,15 @@ fn report(file: &Path, report: &Report, deny_warnings: bool, color: bool) -> boo
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     match &report.pipeline {
         Some(p) if errors == 0 => {
-            let mut line = format!(
-                "{}: ok, pipeline `{}` with {}",
-                file.display(),
-                p.name,
-                plural(p.stages.len(), "declaration")
-            );
+            let mut line =
+                format!("{}: ok, pipeline `{}` with {}", file.display(), p.name, plural(p.stages.len(), "declaration"));
             if warnings > 0 {
                 line.push_str(&format!(", {}", plural(warnings, "warning")));
             }
             eprintln!("{line}");
         }
         _ => {
-            eprintln!(
-                "{}: {}, {}",
-                file.display(),
-                plural(errors, "error"),
-                plural(warnings, "warning")
-            );
+            eprintln!("{}: {}, {}", file.display(), plural(errors, "error"), plural(warnings, "warning"));
             if errors > 0 {
                 eprintln!("  run `medgen explain CODE` for the why and the fix of each code");
             }
@@ -254,11 +238,7 @@ fn run(file: &Path, overrides: &[String], registry: &StdRegistry, color: bool) -
     eprintln!("\nstages of `{}`, in the order they would run:", p.name);
     for s in &p.stages {
         let instances: usize = s.sweeps.iter().map(|sw| sw.values.len()).product();
-        let sweep = if instances > 1 {
-            format!(" ({instances} sweep instances)")
-        } else {
-            String::new()
-        };
+        let sweep = if instances > 1 { format!(" ({instances} sweep instances)") } else { String::new() };
         eprintln!("  {:<16} {}{sweep}", s.name, s.kind);
     }
     eprintln!(
@@ -283,11 +263,7 @@ fn fmt(file: &Path, check_only: bool, color: bool) -> bool {
             return false;
         }
     };
-    let name = if stdin {
-        "<stdin>".to_string()
-    } else {
-        file.display().to_string()
-    };
+    let name = if stdin { "<stdin>".to_string() } else { file.display().to_string() };
     let formatted = match medgen_lang::format::format_source(&text) {
         Ok(f) => f,
         Err(diags) => {
@@ -326,11 +302,7 @@ fn fmt(file: &Path, check_only: bool, color: bool) -> bool {
 }
 
 fn all_codes(registry: &StdRegistry) -> Vec<&'static Code> {
-    errors::ALL
-        .iter()
-        .copied()
-        .chain(registry.codes())
-        .collect()
+    errors::ALL.iter().copied().chain(registry.codes()).collect()
 }
 
 fn explain(code: Option<&str>, list: bool, all: bool, registry: &StdRegistry) -> bool {
@@ -360,11 +332,7 @@ fn explain(code: Option<&str>, list: bool, all: bool, registry: &StdRegistry) ->
 }
 
 fn stages(kind: Option<&str>, markdown: bool, registry: &StdRegistry) -> bool {
-    let sigs: Vec<_> = registry
-        .kinds()
-        .into_iter()
-        .map(|k| k.signature())
-        .collect();
+    let sigs: Vec<_> = registry.kinds().into_iter().map(|k| k.signature()).collect();
     let Some(kind) = kind else {
         if markdown {
             out!("{}", reference::stages_markdown(&sigs));

@@ -90,14 +90,8 @@ impl Diagnostic {
 
     /// Renders the diagnostic with the offending line and a caret, as `medgen check` prints it.
     pub fn render(&self, sources: &SourceMap, color: bool) -> String {
-        let theme = if color {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
-        let handler = GraphicalReportHandler::new_themed(theme)
-            .with_width(100)
-            .with_links(false);
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
         let mut out = String::new();
         let report = Rendered::new(self, sources);
         if handler.render_report(&mut out, &report).is_err() {
@@ -124,16 +118,10 @@ impl Rendered {
         let mut labels = Vec::new();
         let mut related = Vec::new();
         if let Some(span) = diag.span {
-            labels.push(LabeledSpan::new_primary_with_span(
-                diag.label.clone(),
-                to_miette(span),
-            ));
+            labels.push(LabeledSpan::new_primary_with_span(diag.label.clone(), to_miette(span)));
             for (other, note) in &diag.related {
                 if other.file == span.file {
-                    labels.push(LabeledSpan::new_with_span(
-                        Some(note.clone()),
-                        to_miette(*other),
-                    ));
+                    labels.push(LabeledSpan::new_with_span(Some(note.clone()), to_miette(*other)));
                 } else {
                     related.push(Rendered {
                         code: diag.code.id,
@@ -189,9 +177,7 @@ impl miette::Diagnostic for Rendered {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -210,9 +196,7 @@ impl miette::Diagnostic for Rendered {
         if self.related.is_empty() {
             None
         } else {
-            Some(Box::new(
-                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
-            ))
+            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
         }
     }
 }

@@ -44,139 +44,51 @@ codes! {
     BAD_OVERRIDE = "E0028", Error, "a `--set` override is malformed or names nothing";
     ARITHMETIC = "E0029", Error, "a number or an arithmetic expression is invalid";
     PLACEHOLDER = "E0030", Error, "a `{...}` placeholder in a shell command names nothing";
+    UNUSED_CONSTANT = "W0001", Warning, "a constant is defined but never used";
 }
 
 /// Everything the language can report. `Display` is the message; `help` says what to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ErrorKind {
-    Syntax {
-        expected: String,
-        found: String,
-        hint: Option<&'static str>,
-    },
-    TooDeep {
-        limit: usize,
-    },
-    UseUnreadable {
-        path: String,
-        reason: String,
-    },
-    UseCycle {
-        path: String,
-    },
+    Syntax { expected: String, found: String, hint: Option<&'static str> },
+    TooDeep { limit: usize },
+    UseUnreadable { path: String, reason: String },
+    UseCycle { path: String },
     PipelineMissing,
     PipelineRepeated,
     PipelineInUsedFile,
-    UnknownKind {
-        kind: String,
-        suggestion: Option<String>,
-        known: Vec<String>,
-    },
-    WrongKeyword {
-        kind: String,
-        used: &'static str,
-        expected: &'static str,
-    },
-    Duplicate {
-        what: &'static str,
-        name: String,
-    },
-    UnknownName {
-        name: String,
-        suggestion: Option<String>,
-    },
-    UnknownField {
-        stage: String,
-        field: String,
-        suggestion: Option<String>,
-        fields: Vec<String>,
-    },
-    Cycle {
-        path: Vec<String>,
-    },
-    InputType {
-        input: String,
-        expected: String,
-        found: String,
-    },
-    NotAStage {
-        input: String,
-        expected: String,
-    },
-    MissingInput {
-        input: String,
-        expected: String,
-    },
-    TooManyInputs {
-        kind: String,
-        max: usize,
-    },
-    UnknownParam {
-        name: String,
-        kind: String,
-        suggestion: Option<String>,
-    },
-    GivenTwice {
-        name: String,
-    },
-    TypeMismatch {
-        expected: String,
-        found: String,
-    },
-    OutOfRange {
-        value: String,
-        range: String,
-    },
-    UnknownVariant {
-        value: String,
-        of: String,
-        suggestion: Option<String>,
-        options: Vec<String>,
-    },
-    MissingParam {
-        name: String,
-        of: String,
-    },
-    SweepNotAParam {
-        name: String,
-    },
-    SweepAndSet {
-        name: String,
-    },
-    SweepEmpty {
-        name: String,
-    },
-    SweepTooLarge {
-        instances: usize,
-        limit: usize,
-    },
-    ExpectNoMetrics {
-        kind: String,
-    },
-    ExpectUnknownMetric {
-        name: String,
-        suggestion: Option<String>,
-        metrics: Vec<String>,
-    },
+    UnknownKind { kind: String, suggestion: Option<String>, known: Vec<String> },
+    WrongKeyword { kind: String, used: &'static str, expected: &'static str },
+    Duplicate { what: &'static str, name: String },
+    UnknownName { name: String, suggestion: Option<String> },
+    UnknownField { stage: String, field: String, suggestion: Option<String>, fields: Vec<String> },
+    Cycle { path: Vec<String> },
+    InputType { input: String, expected: String, found: String },
+    NotAStage { input: String, expected: String },
+    MissingInput { input: String, expected: String },
+    TooManyInputs { kind: String, max: usize },
+    UnknownParam { name: String, kind: String, suggestion: Option<String> },
+    GivenTwice { name: String },
+    TypeMismatch { expected: String, found: String },
+    OutOfRange { value: String, range: String },
+    UnknownVariant { value: String, of: String, suggestion: Option<String>, options: Vec<String> },
+    MissingParam { name: String, of: String },
+    SweepNotAParam { name: String },
+    SweepAndSet { name: String },
+    SweepEmpty { name: String },
+    SweepTooLarge { instances: usize, limit: usize },
+    ExpectNoMetrics { kind: String },
+    ExpectUnknownMetric { name: String, suggestion: Option<String>, metrics: Vec<String> },
     ExpectNotNumeric,
-    OverrideSyntax {
-        text: String,
-    },
-    OverrideUnknownStage {
-        stage: String,
-        suggestion: Option<String>,
-    },
+    OverrideSyntax { text: String },
+    OverrideUnknownStage { stage: String, suggestion: Option<String> },
     IntTooLarge,
     FloatNotFinite,
-    NotANumber {
-        op: &'static str,
-    },
+    NotANumber { op: &'static str },
     DivisionByZero,
     Overflow,
-    PlaceholderUnknown {
-        placeholder: String,
-        reason: String,
-    },
+    PlaceholderUnknown { placeholder: String, reason: String },
+    UnusedConstant { name: String },
 }
 
 fn did_you_mean(f: &mut fmt::Formatter<'_>, suggestion: &Option<String>) -> fmt::Result {
@@ -187,40 +99,25 @@ fn did_you_mean(f: &mut fmt::Formatter<'_>, suggestion: &Option<String>) -> fmt:
 }
 
 fn list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
 }
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ErrorKind::*;
         match self {
-            Syntax {
-                expected, found, ..
-            } => write!(f, "expected {expected}, found {found}"),
+            Syntax { expected, found, .. } => write!(f, "expected {expected}, found {found}"),
             TooDeep { limit } => write!(f, "nested more than {limit} levels deep"),
             UseUnreadable { path, reason } => write!(f, "cannot read `{path}`: {reason}"),
-            UseCycle { path } => write!(
-                f,
-                "`{path}` is already being read: files `use` each other in a circle"
-            ),
+            UseCycle { path } => write!(f, "`{path}` is already being read: files `use` each other in a circle"),
             PipelineMissing => write!(f, "the file has no `pipeline NAME` declaration"),
             PipelineRepeated => write!(f, "`pipeline` is declared more than once"),
             PipelineInUsedFile => write!(f, "a `use`d file cannot declare `pipeline`"),
-            UnknownKind {
-                kind, suggestion, ..
-            } => {
+            UnknownKind { kind, suggestion, .. } => {
                 write!(f, "unknown stage kind `{kind}`")?;
                 did_you_mean(f, suggestion)
             }
-            WrongKeyword {
-                kind,
-                used,
-                expected,
-            } => {
+            WrongKeyword { kind, used, expected } => {
                 write!(f, "`{kind}` is declared with `{expected}`, not `{used}`")
             }
             Duplicate { what, name } => write!(f, "{what} `{name}` is defined more than once"),
@@ -228,90 +125,50 @@ impl fmt::Display for ErrorKind {
                 write!(f, "`{name}` is not a stage, dataset or constant")?;
                 did_you_mean(f, suggestion)
             }
-            UnknownField {
-                stage,
-                field,
-                suggestion,
-                ..
-            } => {
+            UnknownField { stage, field, suggestion, .. } => {
                 write!(f, "`{stage}` has no field `{field}`")?;
                 did_you_mean(f, suggestion)
             }
-            Cycle { path } => write!(
-                f,
-                "stages depend on each other in a circle: {}",
-                path.join(" -> ")
-            ),
-            InputType {
-                input,
-                expected,
-                found,
-            } => {
+            Cycle { path } => write!(f, "stages depend on each other in a circle: {}", path.join(" -> ")),
+            InputType { input, expected, found } => {
                 write!(f, "input `{input}` expects {expected}, but this is {found}")
             }
             NotAStage { input, expected } => {
-                write!(
-                    f,
-                    "input `{input}` expects {expected}: a stage or dataset name"
-                )
+                write!(f, "input `{input}` expects {expected}: a stage or dataset name")
             }
             MissingInput { input, expected } => write!(f, "missing input `{input}` ({expected})"),
             TooManyInputs { kind, max } => {
-                write!(
-                    f,
-                    "`{kind}` takes at most {max} positional input{}",
-                    if *max == 1 { "" } else { "s" }
-                )
+                write!(f, "`{kind}` takes at most {max} positional input{}", if *max == 1 { "" } else { "s" })
             }
-            UnknownParam {
-                name,
-                kind,
-                suggestion,
-            } => {
+            UnknownParam { name, kind, suggestion } => {
                 write!(f, "`{kind}` has no parameter `{name}`")?;
                 did_you_mean(f, suggestion)
             }
             GivenTwice { name } => write!(f, "`{name}` is given more than once"),
             TypeMismatch { expected, found } => write!(f, "expected {expected}, found {found}"),
             OutOfRange { value, range } => write!(f, "{value} is out of range: must be {range}"),
-            UnknownVariant {
-                value,
-                of,
-                suggestion,
-                ..
-            } => {
+            UnknownVariant { value, of, suggestion, .. } => {
                 write!(f, "`{value}` is not a valid {of}")?;
                 did_you_mean(f, suggestion)
             }
             MissingParam { name, of } => write!(f, "{of} needs `{name}`"),
-            SweepNotAParam { name } => write!(
-                f,
-                "cannot sweep `{name}`: it is not a parameter of this stage"
-            ),
+            SweepNotAParam { name } => write!(f, "cannot sweep `{name}`: it is not a parameter of this stage"),
             SweepAndSet { name } => write!(f, "`{name}` is both set and swept"),
             SweepEmpty { name } => write!(f, "`sweep {name}` has no values"),
             SweepTooLarge { instances, limit } => {
-                write!(
-                    f,
-                    "sweeps expand to {instances} instances; at most {limit} are allowed"
-                )
+                write!(f, "sweeps expand to {instances} instances; at most {limit} are allowed")
             }
             ExpectNoMetrics { kind } => {
                 write!(f, "`{kind}` stages produce no metrics to `expect` on")
             }
-            ExpectUnknownMetric {
-                name, suggestion, ..
-            } => {
+            ExpectUnknownMetric { name, suggestion, .. } => {
                 write!(f, "this stage produces no metric `{name}`")?;
                 did_you_mean(f, suggestion)
             }
             ExpectNotNumeric => write!(f, "`expect` compares a metric with a number"),
             OverrideSyntax { text } => write!(f, "cannot read override `{text}`"),
             OverrideUnknownStage { stage, suggestion } => {
-                write!(
-                    f,
-                    "`--set` names `{stage}`, which is not a stage, dataset or constant"
-                )?;
+                write!(f, "`--set` names `{stage}`, which is not a stage, dataset or constant")?;
                 did_you_mean(f, suggestion)
             }
             IntTooLarge => write!(f, "integer literal too large"),
@@ -319,10 +176,8 @@ impl fmt::Display for ErrorKind {
             NotANumber { op } => write!(f, "`{op}` needs numbers on both sides"),
             DivisionByZero => write!(f, "division by zero"),
             Overflow => write!(f, "integer arithmetic overflows"),
-            PlaceholderUnknown {
-                placeholder,
-                reason,
-            } => write!(f, "`{{{placeholder}}}` {reason}"),
+            PlaceholderUnknown { placeholder, reason } => write!(f, "`{{{placeholder}}}` {reason}"),
+            UnusedConstant { name } => write!(f, "constant `{name}` is never used"),
         }
     }
 }
@@ -348,16 +203,12 @@ impl DiagnosticKind for ErrorKind {
             OutOfRange { .. } => &OUT_OF_RANGE,
             UnknownVariant { .. } => &UNKNOWN_VARIANT,
             MissingParam { .. } => &MISSING_PARAM,
-            SweepNotAParam { .. }
-            | SweepAndSet { .. }
-            | SweepEmpty { .. }
-            | SweepTooLarge { .. } => &BAD_SWEEP,
+            SweepNotAParam { .. } | SweepAndSet { .. } | SweepEmpty { .. } | SweepTooLarge { .. } => &BAD_SWEEP,
             ExpectNoMetrics { .. } | ExpectUnknownMetric { .. } | ExpectNotNumeric => &BAD_EXPECT,
             OverrideSyntax { .. } | OverrideUnknownStage { .. } => &BAD_OVERRIDE,
-            IntTooLarge | FloatNotFinite | NotANumber { .. } | DivisionByZero | Overflow => {
-                &ARITHMETIC
-            }
+            IntTooLarge | FloatNotFinite | NotANumber { .. } | DivisionByZero | Overflow => &ARITHMETIC,
             PlaceholderUnknown { .. } => &PLACEHOLDER,
+            UnusedConstant { .. } => &UNUSED_CONSTANT,
         }
     }
 
@@ -375,7 +226,9 @@ impl DiagnosticKind for ErrorKind {
             WrongKeyword { kind, expected, .. } => format!("write `{expected} NAME = {kind}...`"),
             Duplicate { .. } => "rename one of them; every stage, dataset and constant needs its own name".into(),
             UnknownName { suggestion: Some(_), .. } => return None,
-            UnknownName { .. } => "declare it (`stage NAME = ...`, `dataset NAME = ...` or `NAME = value`) before using it".into(),
+            UnknownName { .. } => {
+                "declare it (`stage NAME = ...`, `dataset NAME = ...` or `NAME = value`) before using it".into()
+            }
             UnknownField { fields, .. } if !fields.is_empty() => format!("its fields are {}", list(fields)),
             UnknownField { .. } => "this stage has no fields to refer to".into(),
             Cycle { .. } => "a stage can only use outputs of stages that do not depend on it".into(),
@@ -403,6 +256,9 @@ impl DiagnosticKind for ErrorKind {
             DivisionByZero | Overflow => return None,
             PlaceholderUnknown { .. } => {
                 "placeholders are {in.NAME}, {params.NAME}, {out.NAME} and {STAGE.OUTPUT}".into()
+            }
+            UnusedConstant { .. } => {
+                "use it in a value, or remove it; a misspelt reference elsewhere may mean to".into()
             }
         })
     }

@@ -128,18 +128,11 @@ struct Pos {
 impl Pos {
     /// After `prefix` at the start of a line indented by `indent`.
     fn line(indent: usize, prefix: &str, suffix: usize) -> Pos {
-        Pos {
-            indent,
-            col: indent + width(prefix),
-            suffix,
-        }
+        Pos { indent, col: indent + width(prefix), suffix }
     }
 
     fn after(self, text: &str) -> Pos {
-        Pos {
-            col: self.col + width(text),
-            ..self
-        }
+        Pos { col: self.col + width(text), ..self }
     }
 }
 
@@ -153,9 +146,7 @@ struct Elem<'a> {
 
 impl Elem<'_> {
     fn prefix(self) -> String {
-        self.label
-            .map(|l| format!("{}: ", l.name))
-            .unwrap_or_default()
+        self.label.map(|l| format!("{}: ", l.name)).unwrap_or_default()
     }
 
     fn flat(self) -> String {
@@ -214,13 +205,7 @@ impl Formatter<'_> {
         let layout = self.layout(&b.items, interior, true);
         let pads = name_widths(&b.items, &layout.units);
         let inner = indent + INDENT;
-        let body = self.sequence(
-            &b.items,
-            &layout,
-            inner,
-            |_| false,
-            |i, item| self.block_item(item, inner, pads[i]),
-        );
+        let body = self.sequence(&b.items, &layout, inner, |_| false, |i, item| self.block_item(item, inner, pads[i]));
         bracketed(OPEN_BLOCK, &layout, &body, "}", indent)
     }
 
@@ -234,31 +219,22 @@ impl Formatter<'_> {
             }
             BlockItem::Expect(e) => {
                 let head = "expect ";
-                head.to_string()
-                    + &self.infix(&e.lhs, e.op.as_str(), &e.rhs, Pos::line(indent, head, 0))
+                head.to_string() + &self.infix(&e.lhs, e.op.as_str(), &e.rhs, Pos::line(indent, head, 0))
             }
         }
     }
 
     fn expr(&self, e: &Expr, at: Pos) -> String {
         match &e.kind {
-            ExprKind::List(items) => {
-                self.container("[", "]", &expr_elems(items), inside(e.span), at)
-            }
-            ExprKind::Record(fields) => {
-                self.container("{", "}", &field_elems(fields), inside(e.span), at)
-            }
+            ExprKind::List(items) => self.container("[", "]", &expr_elems(items), inside(e.span), at),
+            ExprKind::Record(fields) => self.container("{", "}", &field_elems(fields), inside(e.span), at),
             ExprKind::Call { func, args } => {
                 let elems = arg_elems(&args.args);
-                func.name.clone()
-                    + &self.container("(", ")", &elems, inside(args.span), at.after(&func.name))
+                func.name.clone() + &self.container("(", ")", &elems, inside(args.span), at.after(&func.name))
             }
             ExprKind::Neg(inner) => "-".to_string() + &self.expr(inner, at.after("-")),
             ExprKind::Group(inner) => {
-                let at = Pos {
-                    suffix: at.suffix + 1,
-                    ..at.after("(")
-                };
+                let at = Pos { suffix: at.suffix + 1, ..at.after("(") };
                 format!("({})", self.expr(inner, at))
             }
             ExprKind::Binary { op, lhs, rhs } => self.infix(lhs, op.as_str(), rhs, at),
@@ -269,46 +245,21 @@ impl Formatter<'_> {
     /// `lhs op rhs`, where the left side counts the right side, flat, as following it.
     fn infix(&self, lhs: &Expr, op: &str, rhs: &Expr, at: Pos) -> String {
         let op = format!(" {op} ");
-        let left = self.expr(
-            lhs,
-            Pos {
-                suffix: width(&op) + width(&flat(rhs)) + at.suffix,
-                ..at
-            },
-        );
-        let right = self.expr(
-            rhs,
-            Pos {
-                col: end_col(at.col, &left) + width(&op),
-                ..at
-            },
-        );
+        let left = self.expr(lhs, Pos { suffix: width(&op) + width(&flat(rhs)) + at.suffix, ..at });
+        let right = self.expr(rhs, Pos { col: end_col(at.col, &left) + width(&op), ..at });
         format!("{left}{op}{right}")
     }
 
     /// A bracketed, comma-separated sequence: flat when it holds no comment and fits, broken
     /// otherwise. `interior` is the text between the brackets.
-    fn container(
-        &self,
-        open: &str,
-        close: &str,
-        elems: &[Elem<'_>],
-        interior: Range<usize>,
-        at: Pos,
-    ) -> String {
+    fn container(&self, open: &str, close: &str, elems: &[Elem<'_>], interior: Range<usize>, at: Pos) -> String {
         let flat = format!("{open}{}{close}", join(elems.iter().map(|e| e.flat())));
         if !self.has_comments(interior.clone()) && at.col + width(&flat) + at.suffix <= MAX_WIDTH {
             return flat;
         }
         let layout = self.layout(elems, interior, true);
         let inner = at.indent + INDENT;
-        let body = self.sequence(
-            elems,
-            &layout,
-            inner,
-            |_| false,
-            |_, e| self.elem(*e, inner) + ",",
-        );
+        let body = self.sequence(elems, &layout, inner, |_| false, |_, e| self.elem(*e, inner) + ",");
         bracketed(open, &layout, &body, close, at.indent)
     }
 
@@ -354,11 +305,7 @@ impl Formatter<'_> {
 
     /// Places every comment of `interior` around `units`, the code found there.
     fn layout<U: Unit>(&self, units: &[U], interior: Range<usize>, may_trail: bool) -> Layout<'_> {
-        let mut layout = Layout {
-            opening: None,
-            units: Vec::with_capacity(units.len()),
-            closing: Vec::new(),
-        };
+        let mut layout = Layout { opening: None, units: Vec::with_capacity(units.len()), closing: Vec::new() };
         let mut prev = interior.start;
         let mut may_trail = may_trail;
         for unit in units {
@@ -371,11 +318,7 @@ impl Formatter<'_> {
                 before.push(Note { blank, comment });
                 blank = false;
             }
-            layout.units.push(Placed {
-                before,
-                blank,
-                trailing: None,
-            });
+            layout.units.push(Placed { before, blank, trailing: None });
             prev = range.end;
             may_trail = true;
         }
@@ -388,21 +331,14 @@ impl Formatter<'_> {
     /// The comments of a gap between two pieces of code. The first is trailing when no line
     /// break precedes it and `may_trail` (there is code before the gap).
     fn slot(&self, gap: Range<usize>, may_trail: bool) -> Slot<'_> {
-        let mut slot = Slot {
-            trailing: None,
-            notes: Vec::new(),
-            blank_after: false,
-        };
+        let mut slot = Slot { trailing: None, notes: Vec::new(), blank_after: false };
         let mut last = gap.start;
         for comment in self.comments_in(gap.clone()) {
             let breaks = self.line_breaks(last..comment.span.start);
             if breaks == 0 && may_trail {
                 slot.trailing = Some(comment);
             } else {
-                slot.notes.push(Note {
-                    blank: breaks > 1,
-                    comment,
-                });
+                slot.notes.push(Note { blank: breaks > 1, comment });
             }
             last = comment.span.end;
         }
@@ -414,16 +350,12 @@ impl Formatter<'_> {
     fn loose<U: Unit>(&self, unit: &U) -> impl Iterator<Item = &Comment> {
         let mut interiors = Vec::new();
         unit.interiors(&mut interiors);
-        self.comments_in(unit.range())
-            .iter()
-            .filter(move |c| !interiors.iter().any(|r| r.contains(&c.span.start)))
+        self.comments_in(unit.range()).iter().filter(move |c| !interiors.iter().any(|r| r.contains(&c.span.start)))
     }
 
     /// The comments that start in `range`.
     fn comments_in(&self, range: Range<usize>) -> &[Comment] {
-        let from = self
-            .comments
-            .partition_point(|c| c.span.start < range.start);
+        let from = self.comments.partition_point(|c| c.span.start < range.start);
         let to = self.comments.partition_point(|c| c.span.start < range.end);
         &self.comments[from..to]
     }
@@ -441,9 +373,7 @@ impl Unit for Item {
     fn range(&self) -> Range<usize> {
         match self {
             Item::Pipeline { name, span } => span.start..name.span.end,
-            Item::Use {
-                path_span, span, ..
-            } => span.start..path_span.end,
+            Item::Use { path_span, span, .. } => span.start..path_span.end,
             Item::Binding(b) => binding_range(b),
             Item::Decl(d) => d.span.start..decl_end(d),
         }
@@ -540,12 +470,7 @@ fn name_widths(items: &[BlockItem], placed: &[Placed<'_>]) -> Vec<usize> {
             || assigned_name(&items[i]).is_none()
             || assigned_name(&items[i - 1]).is_none();
         if run_ends {
-            let longest = items[start..i]
-                .iter()
-                .filter_map(assigned_name)
-                .map(width)
-                .max()
-                .unwrap_or(0);
+            let longest = items[start..i].iter().filter_map(assigned_name).map(width).max().unwrap_or(0);
             widths[start..i].fill(longest);
             start = i;
         }
@@ -561,29 +486,15 @@ fn assigned_name(item: &BlockItem) -> Option<&str> {
 }
 
 fn expr_elems(items: &[Expr]) -> Vec<Elem<'_>> {
-    items
-        .iter()
-        .map(|value| Elem { label: None, value })
-        .collect()
+    items.iter().map(|value| Elem { label: None, value }).collect()
 }
 
 fn field_elems(fields: &[Field]) -> Vec<Elem<'_>> {
-    fields
-        .iter()
-        .map(|f| Elem {
-            label: Some(&f.name),
-            value: &f.value,
-        })
-        .collect()
+    fields.iter().map(|f| Elem { label: Some(&f.name), value: &f.value }).collect()
 }
 
 fn arg_elems(args: &[Arg]) -> Vec<Elem<'_>> {
-    args.iter()
-        .map(|a| Elem {
-            label: a.name.as_ref(),
-            value: &a.value,
-        })
-        .collect()
+    args.iter().map(|a| Elem { label: a.name.as_ref(), value: &a.value }).collect()
 }
 
 /// An expression on one line.
@@ -593,22 +504,11 @@ fn flat(e: &Expr) -> String {
         ExprKind::Bool(b) => b.to_string(),
         ExprKind::None => "none".to_string(),
         ExprKind::Str { raw, .. } => format!("\"{raw}\""),
-        ExprKind::Path(parts) => parts
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join("."),
+        ExprKind::Path(parts) => parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("."),
         ExprKind::List(items) => format!("[{}]", join(items.iter().map(flat))),
-        ExprKind::Record(fields) => format!(
-            "{{{}}}",
-            join(field_elems(fields).into_iter().map(Elem::flat))
-        ),
+        ExprKind::Record(fields) => format!("{{{}}}", join(field_elems(fields).into_iter().map(Elem::flat))),
         ExprKind::Call { func, args } => {
-            format!(
-                "{}({})",
-                func.name,
-                join(arg_elems(&args.args).into_iter().map(Elem::flat))
-            )
+            format!("{}({})", func.name, join(arg_elems(&args.args).into_iter().map(Elem::flat)))
         }
         ExprKind::Neg(inner) => format!("-{}", flat(inner)),
         ExprKind::Binary { op, lhs, rhs } => format!("{} {} {}", flat(lhs), op.as_str(), flat(rhs)),

@@ -30,10 +30,9 @@ pub fn errors_markdown(codes: &[&Code]) -> String {
         out.push('\n');
         let body = c.explanation.trim();
         // Each explanation starts with its own `# CODE: title` heading; demote it one level.
-        let body = body.strip_prefix("# ").map_or_else(
-            || format!("## {}: {}\n\n{body}", c.id, c.title),
-            |rest| format!("## {rest}"),
-        );
+        let body = body
+            .strip_prefix("# ")
+            .map_or_else(|| format!("## {}: {}\n\n{body}", c.id, c.title), |rest| format!("## {rest}"));
         out.push_str(&demote_headings(&body));
         out.push('\n');
     }
@@ -81,13 +80,7 @@ pub fn stages_markdown(signatures: &[&Signature]) -> String {
 pub fn stage_markdown(sig: &Signature) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n## `{}`\n\n{}.\n", sig.kind, capitalise(sig.doc));
-    let _ = writeln!(
-        out,
-        "Declared with `{} NAME = {}`; yields {}.\n",
-        sig.keyword.as_str(),
-        sig.kind,
-        sig.output
-    );
+    let _ = writeln!(out, "Declared with `{} NAME = {}`; yields {}.\n", sig.keyword.as_str(), sig.kind, sig.output);
     if !sig.inputs.is_empty() {
         out.push_str("| input | accepts | required | description |\n|---|---|---|---|\n");
         for i in &sig.inputs {
@@ -113,18 +106,8 @@ pub fn stage_markdown(sig: &Signature) -> String {
 /// A parameter's row, then rows for the arguments of its constructors (`model = unet(channels)`)
 /// and the fields of its records (`split.val`).
 fn param_row(out: &mut String, p: &ParamSig, name: &str) {
-    let name = if name.is_empty() {
-        p.name.to_string()
-    } else {
-        name.to_string()
-    };
-    let _ = writeln!(
-        out,
-        "| `{name}` | {} | {} | {} |",
-        type_text(&p.ty),
-        default_text(&p.default),
-        p.doc
-    );
+    let name = if name.is_empty() { p.name.to_string() } else { name.to_string() };
+    let _ = writeln!(out, "| `{name}` | {} | {} | {} |", type_text(&p.ty), default_text(&p.default), p.doc);
     let ctors = match &p.ty {
         Type::Variant { ctors, .. } => Some(ctors),
         Type::Optional(inner) => match inner.as_ref() {
@@ -148,19 +131,12 @@ fn param_row(out: &mut String, p: &ParamSig, name: &str) {
 fn type_text(ty: &Type) -> String {
     let range = ty.range().map(|r| format!(", {r}")).unwrap_or_default();
     match ty {
-        Type::Enum { values, .. } => format!(
-            "one of {}",
-            values
-                .iter()
-                .map(|v| format!("`{v}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Type::Variant { ctors, .. } => ctors
-            .iter()
-            .map(|c| format!("`{}(...)`", c.name))
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Type::Enum { values, .. } => {
+            format!("one of {}", values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))
+        }
+        Type::Variant { ctors, .. } => {
+            ctors.iter().map(|c| format!("`{}(...)`", c.name)).collect::<Vec<_>>().join(" or ")
+        }
         _ => format!("{}{range}", ty.describe()),
     }
 }
@@ -175,6 +151,5 @@ fn default_text(d: &ParamDefault) -> String {
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+    c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }

@@ -101,84 +101,45 @@ pub enum Type {
 
 impl Type {
     pub fn int(min: i64, max: Option<i64>) -> Type {
-        Type::Int {
-            min: Some(min),
-            max,
-        }
+        Type::Int { min: Some(min), max }
     }
 
     /// A float in `[min, max]`.
     pub fn float(min: f64, max: f64) -> Type {
         Type::Float {
-            min: Some(Bound {
-                value: min,
-                inclusive: true,
-            }),
-            max: Some(Bound {
-                value: max,
-                inclusive: true,
-            }),
+            min: Some(Bound { value: min, inclusive: true }),
+            max: Some(Bound { value: max, inclusive: true }),
         }
     }
 
     /// A float between `min` and `max`, each bound inclusive or not.
     pub fn float_in(min: f64, min_inclusive: bool, max: f64, max_inclusive: bool) -> Type {
         Type::Float {
-            min: Some(Bound {
-                value: min,
-                inclusive: min_inclusive,
-            }),
-            max: Some(Bound {
-                value: max,
-                inclusive: max_inclusive,
-            }),
+            min: Some(Bound { value: min, inclusive: min_inclusive }),
+            max: Some(Bound { value: max, inclusive: max_inclusive }),
         }
     }
 
     /// A float strictly above zero.
     pub fn positive() -> Type {
-        Type::Float {
-            min: Some(Bound {
-                value: 0.0,
-                inclusive: false,
-            }),
-            max: None,
-        }
+        Type::Float { min: Some(Bound { value: 0.0, inclusive: false }), max: None }
     }
 
     pub fn enumeration(of: &'static str, values: &[&'static str]) -> Type {
-        Type::Enum {
-            of,
-            values: values.to_vec(),
-        }
+        Type::Enum { of, values: values.to_vec() }
     }
 
     pub fn list(item: Type) -> Type {
-        Type::List {
-            item: Box::new(item),
-            min_len: 0,
-            max_len: None,
-            unique: false,
-        }
+        Type::List { item: Box::new(item), min_len: 0, max_len: None, unique: false }
     }
 
     /// A list of `min..=max` items, none repeated.
     pub fn set(item: Type, min: usize, max: Option<usize>) -> Type {
-        Type::List {
-            item: Box::new(item),
-            min_len: min,
-            max_len: max,
-            unique: true,
-        }
+        Type::List { item: Box::new(item), min_len: min, max_len: max, unique: true }
     }
 
     pub fn list_len(item: Type, min: usize, max: Option<usize>) -> Type {
-        Type::List {
-            item: Box::new(item),
-            min_len: min,
-            max_len: max,
-            unique: false,
-        }
+        Type::List { item: Box::new(item), min_len: min, max_len: max, unique: false }
     }
 
     pub fn optional(inner: Type) -> Type {
@@ -206,27 +167,14 @@ impl Type {
     /// The allowed range of a numeric type, for messages, or `None` when unbounded.
     pub fn range(&self) -> Option<String> {
         match self {
-            Type::Int {
-                min: Some(lo),
-                max: Some(hi),
-            } => Some(format!("from {lo} to {hi}")),
-            Type::Int {
-                min: Some(lo),
-                max: None,
-            } => Some(format!("at least {lo}")),
-            Type::Int {
-                min: None,
-                max: Some(hi),
-            } => Some(format!("at most {hi}")),
+            Type::Int { min: Some(lo), max: Some(hi) } => Some(format!("from {lo} to {hi}")),
+            Type::Int { min: Some(lo), max: None } => Some(format!("at least {lo}")),
+            Type::Int { min: None, max: Some(hi) } => Some(format!("at most {hi}")),
             Type::Float { min, max } => match (min, max) {
                 (None, None) => None,
                 (Some(lo), None) => Some(bound_text(lo, true)),
                 (None, Some(hi)) => Some(bound_text(hi, false)),
-                (Some(lo), Some(hi)) => Some(format!(
-                    "{} and {}",
-                    bound_text(lo, true),
-                    bound_text(hi, false)
-                )),
+                (Some(lo), Some(hi)) => Some(format!("{} and {}", bound_text(lo, true), bound_text(hi, false))),
             },
             Type::Optional(inner) => inner.range(),
             _ => None,
@@ -245,9 +193,7 @@ fn bound_text(b: &Bound, lower: bool) -> String {
 }
 
 fn plural(s: &str) -> String {
-    s.strip_prefix("a ")
-        .or_else(|| s.strip_prefix("an "))
-        .map_or_else(|| s.to_string(), |rest| format!("{rest}s"))
+    s.strip_prefix("a ").or_else(|| s.strip_prefix("an ")).map_or_else(|| s.to_string(), |rest| format!("{rest}s"))
 }
 
 /// What a parameter takes when the file does not say.
@@ -273,12 +219,7 @@ pub struct ParamSig {
 
 impl ParamSig {
     pub fn new(name: &'static str, ty: Type, default: ParamDefault, doc: &'static str) -> Self {
-        ParamSig {
-            name,
-            ty,
-            default,
-            doc,
-        }
+        ParamSig { name, ty, default, doc }
     }
 }
 
@@ -408,34 +349,19 @@ impl<'a> DeriveCx<'a> {
 
     /// Whether the file (or an override or sweep) set the parameter, rather than a default.
     pub fn is_set(&self, name: &str) -> bool {
-        self.params
-            .get(name)
-            .is_some_and(|p| !matches!(p.origin, Origin::Default | Origin::Derived))
+        self.params.get(name).is_some_and(|p| !matches!(p.origin, Origin::Default | Origin::Derived))
     }
 
     /// Where to point for a problem with a parameter: its value if written, else the declaration.
     pub fn span_of(&self, name: &str) -> Span {
-        self.params
-            .get(name)
-            .and_then(|p| p.span)
-            .unwrap_or(self.decl_span)
+        self.params.get(name).and_then(|p| p.span).unwrap_or(self.decl_span)
     }
 
     /// Fills a `Derived` parameter, or completes one the file gave in part (a constructor
     /// whose `Derived` arguments were left out); a value the file gave keeps its origin.
     pub fn derive(&mut self, name: &str, value: Value) {
-        let (origin, span) = self
-            .params
-            .get(name)
-            .map_or((Origin::Derived, None), |p| (p.origin, p.span));
-        self.params.insert(
-            name.to_string(),
-            Param {
-                value,
-                origin,
-                span,
-            },
-        );
+        let (origin, span) = self.params.get(name).map_or((Origin::Derived, None), |p| (p.origin, p.span));
+        self.params.insert(name.to_string(), Param { value, origin, span });
     }
 
     /// The input bound to `name`, if it was given and its upstream checked cleanly.

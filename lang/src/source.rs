@@ -23,11 +23,7 @@ impl Span {
 
     /// The smallest span covering both (which must be in the same file).
     pub fn to(self, other: Span) -> Span {
-        Span {
-            file: self.file,
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 
     pub fn len(&self) -> usize {
@@ -78,18 +74,9 @@ impl SourceMap {
         Self::default()
     }
 
-    pub fn add(
-        &mut self,
-        name: impl Into<String>,
-        path: Option<&Path>,
-        text: impl Into<String>,
-    ) -> FileId {
+    pub fn add(&mut self, name: impl Into<String>, path: Option<&Path>, text: impl Into<String>) -> FileId {
         let id = FileId(self.files.len() as u32);
-        self.files.push(SourceFile {
-            name: name.into(),
-            path: path.map(Path::to_path_buf),
-            text: text.into(),
-        });
+        self.files.push(SourceFile { name: name.into(), path: path.map(Path::to_path_buf), text: text.into() });
         id
     }
 
@@ -110,9 +97,6 @@ impl SourceMap {
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
+        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
 }

@@ -19,15 +19,9 @@ mod tests {
 
     #[test]
     fn finds_typos_and_ignores_strangers() {
-        assert_eq!(
-            nearest("epochz", ["epochs", "lr", "ema"]),
-            Some("epochs".into())
-        );
+        assert_eq!(nearest("epochz", ["epochs", "lr", "ema"]), Some("epochs".into()));
         assert_eq!(nearest("lrr", ["epochs", "lr", "ema"]), Some("lr".into()));
-        assert_eq!(
-            nearest("stratgey", ["strategy", "mode"]),
-            Some("strategy".into())
-        );
+        assert_eq!(nearest("stratgey", ["strategy", "mode"]), Some("strategy".into()));
         assert_eq!(nearest("banana", ["epochs", "lr", "ema"]), None);
     }
 }

@@ -38,12 +38,7 @@ fn strip_spans(debug: &str) -> String {
 
 /// The comments of a file, sorted.
 fn comments(text: &str) -> Vec<String> {
-    let mut texts: Vec<_> = parse_file(FileId(0), text)
-        .0
-        .comments
-        .into_iter()
-        .map(|c| c.text)
-        .collect();
+    let mut texts: Vec<_> = parse_file(FileId(0), text).0.comments.into_iter().map(|c| c.text).collect();
     texts.sort();
     texts
 }
@@ -53,11 +48,7 @@ fn check_invariants(text: &str) -> String {
     let once = fmt(text);
     assert_eq!(fmt(&once), once, "not idempotent; input:\n{text}");
     assert_eq!(shape(&once), shape(text), "tree changed; output:\n{once}");
-    assert_eq!(
-        comments(&once),
-        comments(text),
-        "comments changed; output:\n{once}"
-    );
+    assert_eq!(comments(&once), comments(text), "comments changed; output:\n{once}");
     assert!(once.is_empty() || (once.ends_with('\n') && !once.ends_with("\n\n")));
     assert!(!once.starts_with('\n'));
     once
@@ -94,10 +85,7 @@ fn collapses_blank_lines() {
 
 #[test]
 fn blank_lines_inside_blocks_are_kept_but_not_at_the_edges() {
-    assert_formats(
-        "stage s = k {\n\n\n  a = 1\n\n\n\n  b = 2\n\n}\n",
-        "stage s = k {\n  a = 1\n\n  b = 2\n}\n",
-    );
+    assert_formats("stage s = k {\n\n\n  a = 1\n\n\n\n  b = 2\n\n}\n", "stage s = k {\n  a = 1\n\n  b = 2\n}\n");
 }
 
 #[test]
@@ -167,14 +155,9 @@ fn a_comment_outside_all_brackets_moves_above_its_line() {
 #[test]
 fn breaks_long_lists_and_keeps_short_inner_ones_flat() {
     let items: Vec<String> = (0..30).map(|i| format!("item_{i}")).collect();
-    let input = format!(
-        "x = [{}]\ny = [[1, 2], [{}]]\n",
-        items[..3].join(", "),
-        items.join(", ")
-    );
+    let input = format!("x = [{}]\ny = [[1, 2], [{}]]\n", items[..3].join(", "), items.join(", "));
     let broken: String = items.iter().map(|i| format!("    {i},\n")).collect();
-    let expected =
-        format!("x = [item_0, item_1, item_2]\ny = [\n  [1, 2],\n  [\n{broken}  ],\n]\n");
+    let expected = format!("x = [item_0, item_1, item_2]\ny = [\n  [1, 2],\n  [\n{broken}  ],\n]\n");
     assert_formats(&input, &expected);
 }
 
@@ -209,12 +192,7 @@ fn empty_and_comment_only_files() {
 
 #[test]
 fn refuses_files_with_syntax_errors() {
-    for text in [
-        "pipeline p\nstage s = k(\nx = 1\n",
-        "pipeline\n",
-        "x = [1, 2\n# c\n",
-        "x = 99999999999999999999\n",
-    ] {
+    for text in ["pipeline p\nstage s = k(\nx = 1\n", "pipeline\n", "x = [1, 2\n# c\n", "x = 99999999999999999999\n"] {
         let diags = format_source(text).expect_err(text);
         assert!(!diags.is_empty());
     }
@@ -250,9 +228,7 @@ fn repository_pipelines_format_idempotently() {
     }
 }
 
-const KEYWORDS: &[&str] = &[
-    "pipeline", "use", "dataset", "stage", "sweep", "expect", "in", "true", "false", "none",
-];
+const KEYWORDS: &[&str] = &["pipeline", "use", "dataset", "stage", "sweep", "expect", "in", "true", "false", "none"];
 
 fn ident() -> impl Strategy<Value = String> {
     "[a-z_][a-z0-9_]{0,7}".prop_filter("not a keyword", |s| !KEYWORDS.contains(&s.as_str()))
@@ -268,12 +244,7 @@ fn maybe_comment() -> impl Strategy<Value = Option<String>> {
 
 /// A string literal, escapes and `#` included.
 fn string() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        "[ a-z#{}]",
-        Just("\\n".to_string()),
-        Just("\\\"".to_string()),
-        Just("\\\\".to_string())
-    ];
+    let piece = prop_oneof!["[ a-z#{}]", Just("\\n".to_string()), Just("\\\"".to_string()), Just("\\\\".to_string())];
     prop::collection::vec(piece, 0..6).prop_map(|p| format!("\"{}\"", p.concat()))
 }
 
@@ -313,19 +284,10 @@ fn value() -> impl Strategy<Value = String> {
     leaf().prop_recursive(4, 40, 5, |inner| {
         let elems = prop::collection::vec((inner.clone(), maybe_comment()), 0..5);
         let fields = prop::collection::vec((ident(), inner.clone(), maybe_comment()), 0..4);
-        let args = prop::collection::vec(
-            (prop::option::of(ident()), inner.clone(), maybe_comment()),
-            0..4,
-        );
+        let args = prop::collection::vec((prop::option::of(ident()), inner.clone(), maybe_comment()), 0..4);
         prop_oneof![
             elems.prop_map(|e| bracket("[", e, "]")),
-            fields.prop_map(|f| bracket(
-                "{",
-                f.into_iter()
-                    .map(|(k, v, c)| (format!("{k}: {v}"), c))
-                    .collect(),
-                "}"
-            )),
+            fields.prop_map(|f| bracket("{", f.into_iter().map(|(k, v, c)| (format!("{k}: {v}"), c)).collect(), "}")),
             (ident(), args).prop_map(|(f, a)| bracket(&format!("{f}("), named(a), ")")),
             inner.clone().prop_map(|v| format!("-({v})")),
             leaf().prop_map(|v| format!("-{v}")),
@@ -337,22 +299,18 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn named(args: Vec<(Option<String>, String, Option<String>)>) -> Vec<(String, Option<String>)> {
-    args.into_iter()
-        .map(|(name, v, c)| (name.map_or(v.clone(), |n| format!("{n}: {v}")), c))
-        .collect()
+    args.into_iter().map(|(name, v, c)| (name.map_or(v.clone(), |n| format!("{n}: {v}")), c)).collect()
 }
 
 /// Line breaks, maybe with blank lines and comment lines, between two units.
 fn gap() -> impl Strategy<Value = String> {
-    (0..3usize, prop::collection::vec(comment(), 0..2), 0..2usize).prop_map(
-        |(blank, notes, after)| {
-            let mut out = "\n".repeat(blank + 1);
-            for note in notes {
-                out.push_str(&format!("{note}\n"));
-            }
-            out + &"\n".repeat(after)
-        },
-    )
+    (0..3usize, prop::collection::vec(comment(), 0..2), 0..2usize).prop_map(|(blank, notes, after)| {
+        let mut out = "\n".repeat(blank + 1);
+        for note in notes {
+            out.push_str(&format!("{note}\n"));
+        }
+        out + &"\n".repeat(after)
+    })
 }
 
 /// A line of code with maybe a trailing comment.
@@ -372,12 +330,10 @@ fn block_item() -> impl Strategy<Value = String> {
 }
 
 fn block() -> impl Strategy<Value = String> {
-    (maybe_comment(), prop::collection::vec(block_item(), 0..5)).prop_map(
-        |(open, items)| match open {
-            Some(c) => format!(" {{ {c}\n{}}}", items.concat()),
-            None => format!(" {{\n{}}}", items.concat()),
-        },
-    )
+    (maybe_comment(), prop::collection::vec(block_item(), 0..5)).prop_map(|(open, items)| match open {
+        Some(c) => format!(" {{ {c}\n{}}}", items.concat()),
+        None => format!(" {{\n{}}}", items.concat()),
+    })
 }
 
 fn item() -> impl Strategy<Value = String> {
@@ -387,35 +343,20 @@ fn item() -> impl Strategy<Value = String> {
         "[a-z/]{1,8}\\.mg".prop_map(|p| format!("use \"{p}\"")),
         (ident(), ident(), prop::option::of(block()))
             .prop_map(|(n, k, b)| format!("dataset {n} = {k}{}", b.unwrap_or_default())),
-        (
-            ident(),
-            ident(),
-            prop::option::of(args),
-            prop::option::of(block())
-        )
-            .prop_map(|(n, k, a, b)| {
-                let a = a.map(|a| bracket("(", named(a), ")")).unwrap_or_default();
-                format!("stage {n} = {k}{a}{}", b.unwrap_or_default())
-            }),
+        (ident(), ident(), prop::option::of(args), prop::option::of(block())).prop_map(|(n, k, a, b)| {
+            let a = a.map(|a| bracket("(", named(a), ")")).unwrap_or_default();
+            format!("stage {n} = {k}{a}{}", b.unwrap_or_default())
+        }),
     ])
 }
 
 fn pipeline() -> impl Strategy<Value = String> {
-    (
-        gap(),
-        ident(),
-        maybe_comment(),
-        gap(),
-        prop::collection::vec(item(), 0..6),
-    )
-        .prop_map(|(lead, name, note, gap, items)| {
+    (gap(), ident(), maybe_comment(), gap(), prop::collection::vec(item(), 0..6)).prop_map(
+        |(lead, name, note, gap, items)| {
             let note = note.map(|c| format!(" {c}")).unwrap_or_default();
-            format!(
-                "{}pipeline {name}{note}{gap}{}",
-                lead.trim_start_matches('\n'),
-                items.concat()
-            )
-        })
+            format!("{}pipeline {name}{note}{gap}{}", lead.trim_start_matches('\n'), items.concat())
+        },
+    )
 }
 
 proptest! {

@@ -47,10 +47,7 @@ impl Default for StdRegistry {
 
 impl Registry for StdRegistry {
     fn kind(&self, name: &str) -> Option<&dyn StageKind> {
-        self.kinds
-            .iter()
-            .find(|k| k.signature().kind == name)
-            .map(|k| k.as_ref())
+        self.kinds.iter().find(|k| k.signature().kind == name).map(|k| k.as_ref())
     }
 
     fn kinds(&self) -> Vec<&dyn StageKind> {
@@ -64,12 +61,8 @@ impl Registry for StdRegistry {
     /// Seed pitfall 1: a strategy given as a mode, or a mode as a strategy.
     fn misplaced_value(&self, of: &str, value: &str, span: Span) -> Option<Diagnostic> {
         let kind = match of {
-            "mode" if vocab::STRATEGIES.contains(&value) => Pitfall::StrategyAsMode {
-                value: value.to_string(),
-            },
-            "strategy" if vocab::MODES.contains(&value) => Pitfall::ModeAsStrategy {
-                value: value.to_string(),
-            },
+            "mode" if vocab::STRATEGIES.contains(&value) => Pitfall::StrategyAsMode { value: value.to_string() },
+            "strategy" if vocab::MODES.contains(&value) => Pitfall::ModeAsStrategy { value: value.to_string() },
             _ => return None,
         };
         Some(Diagnostic::new(kind, span))

@@ -53,138 +53,63 @@ codes! {
 /// Every domain problem the stage kinds report.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pitfall {
-    StrategyAsMode {
-        value: String,
-    },
-    ModeAsStrategy {
-        value: String,
-    },
-    SegMixedIntoImages {
-        others: Vec<String>,
-    },
-    ImagesMismatch {
-        stage: String,
-        has: Vec<String>,
-        mode: String,
-        needs: Vec<String>,
-    },
-    DecoderMismatch {
-        decoder: String,
-        encoder: String,
-    },
-    MissingModality {
-        dataset: String,
-        missing: Vec<String>,
-        needed_by: String,
-    },
-    PerceptualLossOnSeg {
-        what: String,
-    },
-    PerceptualMetricOnSeg {
-        metric: String,
-    },
-    AugmentWithScoreAug {
-        augment: String,
-    },
+    StrategyAsMode { value: String },
+    ModeAsStrategy { value: String },
+    SegMixedIntoImages { others: Vec<String> },
+    ImagesMismatch { stage: String, has: Vec<String>, mode: String, needs: Vec<String> },
+    DecoderMismatch { decoder: String, encoder: String },
+    MissingModality { dataset: String, missing: Vec<String>, needed_by: String },
+    PerceptualLossOnSeg { what: String },
+    PerceptualMetricOnSeg { metric: String },
+    AugmentWithScoreAug { augment: String },
     SdaWithScoreAug,
     AugmentedDiffusionInPixelSpace,
-    GanBetas {
-        beta1: f64,
-        beta2: f64,
-    },
+    GanBetas { beta1: f64, beta2: f64 },
     VaeAugmentInDiffusion,
-    BatchAugmentInDiffusion {
-        method: String,
-    },
-    DistributionMetricOnSeg {
-        metric: String,
-    },
+    BatchAugmentInDiffusion { method: String },
+    DistributionMetricOnSeg { metric: String },
     MinSnrWithRflow,
     SegNotThresholded,
-    EmptyValidation {
-        dataset: String,
-        volumes: i64,
-        fraction: f64,
-    },
-    SplitSum {
-        sum: f64,
-    },
-    SpacingShape {
-        spacing: usize,
-        shape: usize,
-    },
-    NotDivisible {
-        what: String,
-        size: i64,
-        factor: i64,
-        axis: &'static str,
-    },
-    AttentionLevels {
-        attention: usize,
-        levels: usize,
-    },
-    Model3dOn2d {
-        model: String,
-    },
-    DimsMismatch {
-        compressor: i64,
-        model: i64,
-    },
+    EmptyValidation { dataset: String, volumes: i64, fraction: f64 },
+    SplitSum { sum: f64 },
+    SpacingShape { spacing: usize, shape: usize },
+    NotDivisible { what: String, size: i64, factor: i64, axis: &'static str },
+    AttentionLevels { attention: usize, levels: usize },
+    Model3dOn2d { model: String },
+    DimsMismatch { compressor: i64, model: i64 },
     DecoderMissing,
     DecoderUnneeded,
-    GuidanceUntrained {
-        scale: f64,
-    },
-    GuidanceUnconditional {
-        mode: String,
-        scale: f64,
-    },
-    PairedMetricUnpaired {
-        metric: String,
-        mode: String,
-    },
-    MaskMetricOnImages {
-        metric: String,
-    },
-    MsSsimTooManyScales {
-        scales: i64,
-        size: i64,
-        max: i64,
-    },
-    ScoreAugWithoutOmega {
-        transforms: Vec<String>,
-    },
+    GuidanceUntrained { scale: f64 },
+    GuidanceUnconditional { mode: String, scale: f64 },
+    PairedMetricUnpaired { metric: String, mode: String },
+    MaskMetricOnImages { metric: String },
+    MsSsimTooManyScales { scales: i64, size: i64, max: i64 },
+    ScoreAugWithoutOmega { transforms: Vec<String> },
     StructuredLatentF32,
     LatentWithoutStabilisers,
-    MsSsimFewScales {
-        scales: i64,
-        size: i64,
-    },
+    MsSsimFewScales { scales: i64, size: i64 },
 }
 
 fn names(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
 }
 
 impl fmt::Display for Pitfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Pitfall::*;
         match self {
-            StrategyAsMode { value } => write!(f, "`{value}` is a strategy (how to denoise), not a mode (what to generate)"),
-            ModeAsStrategy { value } => write!(f, "`{value}` is a mode (what to generate), not a strategy (how to denoise)"),
+            StrategyAsMode { value } => {
+                write!(f, "`{value}` is a strategy (how to denoise), not a mode (what to generate)")
+            }
+            ModeAsStrategy { value } => {
+                write!(f, "`{value}` is a mode (what to generate), not a strategy (how to denoise)")
+            }
             SegMixedIntoImages { others } => {
                 write!(f, "compression images mix the binary `seg` mask with intensity images {}", names(others))
             }
-            ImagesMismatch { stage, has, mode, needs } => write!(
-                f,
-                "mode `{mode}` generates {}, but `{stage}` holds {}",
-                names(needs),
-                names(has)
-            ),
+            ImagesMismatch { stage, has, mode, needs } => {
+                write!(f, "mode `{mode}` generates {}, but `{stage}` holds {}", names(needs), names(has))
+            }
             DecoderMismatch { decoder, encoder } => {
                 write!(f, "the decoder `{decoder}` is not the compressor `{encoder}` that made the latents")
             }
@@ -192,16 +117,28 @@ impl fmt::Display for Pitfall {
                 write!(f, "{needed_by} needs {}, which dataset `{dataset}` does not have", names(missing))
             }
             PerceptualLossOnSeg { what } => write!(f, "perceptual loss on segmentation masks ({what})"),
-            PerceptualMetricOnSeg { metric } => write!(f, "`{metric}` uses ImageNet features, meaningless on binary masks"),
-            AugmentWithScoreAug { augment } => write!(f, "standard augmentation `{augment}` is enabled together with ScoreAug"),
+            PerceptualMetricOnSeg { metric } => {
+                write!(f, "`{metric}` uses ImageNet features, meaningless on binary masks")
+            }
+            AugmentWithScoreAug { augment } => {
+                write!(f, "standard augmentation `{augment}` is enabled together with ScoreAug")
+            }
             SdaWithScoreAug => write!(f, "SDA and ScoreAug are both enabled"),
-            AugmentedDiffusionInPixelSpace => write!(f, "augmented diffusion needs a learned latent space, but this denoiser works on pixels"),
+            AugmentedDiffusionInPixelSpace => {
+                write!(f, "augmented diffusion needs a learned latent space, but this denoiser works on pixels")
+            }
             GanBetas { beta1, beta2 } => write!(f, "adversarial training with betas [{beta1}, {beta2}]"),
-            VaeAugmentInDiffusion => write!(f, "the aggressive `vae` augmentation preset is used for diffusion training"),
-            BatchAugmentInDiffusion { method } => write!(f, "batch augmentation `{method}` is used for diffusion training"),
+            VaeAugmentInDiffusion => {
+                write!(f, "the aggressive `vae` augmentation preset is used for diffusion training")
+            }
+            BatchAugmentInDiffusion { method } => {
+                write!(f, "batch augmentation `{method}` is used for diffusion training")
+            }
             DistributionMetricOnSeg { metric } => write!(f, "`{metric}` on generated segmentation masks"),
             MinSnrWithRflow => write!(f, "min-SNR weighting is defined for DDPM noise schedules, not rectified flow"),
-            SegNotThresholded => write!(f, "generated masks are evaluated as soft probabilities (`binarize_seg = false`)"),
+            SegNotThresholded => {
+                write!(f, "generated masks are evaluated as soft probabilities (`binarize_seg = false`)")
+            }
             EmptyValidation { dataset, volumes, fraction } => write!(
                 f,
                 "the validation split of `{dataset}` is empty ({fraction} of {volumes} volumes rounds to none)"
@@ -218,7 +155,9 @@ impl fmt::Display for Pitfall {
             DimsMismatch { compressor, model } => {
                 write!(f, "the compressor is {compressor}D but the denoiser is {model}D")
             }
-            DecoderMissing => write!(f, "this denoiser generates latents, and no `decoder` is given to turn them into images"),
+            DecoderMissing => {
+                write!(f, "this denoiser generates latents, and no `decoder` is given to turn them into images")
+            }
             DecoderUnneeded => write!(f, "this denoiser generates pixels; a `decoder` has nothing to decode"),
             GuidanceUntrained { scale } => write!(
                 f,
@@ -269,13 +208,12 @@ impl DiagnosticKind for Pitfall {
             SpacingShape { .. } => &SPACING_SHAPE,
             NotDivisible { .. } | AttentionLevels { .. } => &SIZE_MISMATCH,
             Model3dOn2d { .. } | DimsMismatch { .. } => &DIMS_MISMATCH,
-            DecoderMissing
-            | DecoderUnneeded
-            | GuidanceUntrained { .. }
-            | GuidanceUnconditional { .. } => &SAMPLING_SETUP,
-            PairedMetricUnpaired { .. }
-            | MaskMetricOnImages { .. }
-            | MsSsimTooManyScales { .. } => &METRIC_NOT_APPLICABLE,
+            DecoderMissing | DecoderUnneeded | GuidanceUntrained { .. } | GuidanceUnconditional { .. } => {
+                &SAMPLING_SETUP
+            }
+            PairedMetricUnpaired { .. } | MaskMetricOnImages { .. } | MsSsimTooManyScales { .. } => {
+                &METRIC_NOT_APPLICABLE
+            }
             ScoreAugWithoutOmega { .. } => &SCOREAUG_WITHOUT_OMEGA,
             StructuredLatentF32 => &STRUCTURED_LATENT_F32,
             LatentWithoutStabilisers => &LATENT_WITHOUT_STABILISERS,
@@ -286,29 +224,45 @@ impl DiagnosticKind for Pitfall {
     fn help(&self) -> Option<String> {
         use Pitfall::*;
         Some(match self {
-            StrategyAsMode { value } => format!("write `strategy = {value}` and choose a mode: seg, bravo, dual, multi or seg_conditioned"),
+            StrategyAsMode { value } => {
+                format!("write `strategy = {value}` and choose a mode: seg, bravo, dual, multi or seg_conditioned")
+            }
             ModeAsStrategy { value } => format!("write `mode = {value}` and choose a strategy: ddpm or rflow"),
             SegMixedIntoImages { others } => format!(
                 "compress the images alone (`images = [{}]`) and masks in a separate stage (`images = [seg]`)",
                 others.join(", ")
             ),
-            ImagesMismatch { needs, .. } => format!("compress exactly [{}] for this mode, or change the mode", needs.join(", ")),
+            ImagesMismatch { needs, .. } => {
+                format!("compress exactly [{}] for this mode, or change the mode", needs.join(", "))
+            }
             DecoderMismatch { encoder, .. } => format!("use `decoder: {encoder}`"),
             MissingModality { .. } => "add the modality to the dataset's `modalities`, or pick another mode".into(),
-            PerceptualLossOnSeg { .. } => "set `perceptual_weight = 0`; masks are trained with BCE/Dice-style losses".into(),
+            PerceptualLossOnSeg { .. } => {
+                "set `perceptual_weight = 0`; masks are trained with BCE/Dice-style losses".into()
+            }
             PerceptualMetricOnSeg { .. } => "measure masks with `dice`, `iou` or `hd95`".into(),
-            AugmentWithScoreAug { .. } => "set `augment = none`: ScoreAug augments noisy inputs, standard augmentation clean ones".into(),
+            AugmentWithScoreAug { .. } => {
+                "set `augment = none`: ScoreAug augments noisy inputs, standard augmentation clean ones".into()
+            }
             SdaWithScoreAug => "keep one of them: `sda = false` or `score_aug = none`".into(),
-            AugmentedDiffusionInPixelSpace => "train on `encode` latents of a vae, vqvae or dcae, or set `augmented_diffusion = false`".into(),
+            AugmentedDiffusionInPixelSpace => {
+                "train on `encode` latents of a vae, vqvae or dcae, or set `augmented_diffusion = false`".into()
+            }
             GanBetas { .. } => "use `betas = [0.5, 0.9]` for adversarial training (DCGAN, StyleGAN practice)".into(),
             VaeAugmentInDiffusion => "use `augment = diffusion` (conservative) or `none`".into(),
             BatchAugmentInDiffusion { .. } => "set `batch_augment = none`; mixing images also mixes their masks".into(),
-            DistributionMetricOnSeg { .. } => "measure generated masks with `dice`, `iou` or `hd95` against references".into(),
+            DistributionMetricOnSeg { .. } => {
+                "measure generated masks with `dice`, `iou` or `hd95` against references".into()
+            }
             MinSnrWithRflow => "remove `min_snr`, or use `strategy = ddpm`".into(),
             SegNotThresholded => "remove `binarize_seg = false`; thresholds are set with `seg_threshold`".into(),
-            EmptyValidation { .. } => "raise `split.val` or `volumes`: the best checkpoint is chosen on validation loss".into(),
+            EmptyValidation { .. } => {
+                "raise `split.val` or `volumes`: the best checkpoint is chosen on validation loss".into()
+            }
             SplitSum { .. } => "make `train + val + test` equal 1".into(),
-            SpacingShape { .. } => "give one spacing per axis, in the same (depth, height, width) order as `shape`".into(),
+            SpacingShape { .. } => {
+                "give one spacing per axis, in the same (depth, height, width) order as `shape`".into()
+            }
             NotDivisible { factor, .. } => format!("use a size that is a multiple of {factor}, or change the model"),
             AttentionLevels { levels, .. } => format!("give {levels} booleans, one per level"),
             Model3dOn2d { .. } => "use `dims: 2`, or a 3D dataset".into(),
@@ -317,13 +271,19 @@ impl DiagnosticKind for Pitfall {
             DecoderUnneeded => "remove `decoder`".into(),
             GuidanceUntrained { .. } => "set `cfg_dropout = 0.1` in the diffuse stage, or `guidance = 1.0`".into(),
             GuidanceUnconditional { .. } => "use `guidance = 1.0`".into(),
-            PairedMetricUnpaired { .. } => "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into(),
+            PairedMetricUnpaired { .. } => {
+                "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into()
+            }
             MaskMetricOnImages { .. } => "evaluate a seg-mode sampler with mask metrics".into(),
             MsSsimTooManyScales { max, .. } => format!("set `ms_ssim_scales = {max}` or evaluate larger images"),
             ScoreAugWithoutOmega { .. } => "set `omega: true`, or use only translation and cutout".into(),
             StructuredLatentF32 => "use `structured_latent: false` for f32, or f64/f128 compression".into(),
-            LatentWithoutStabilisers => "set `warmup = 10` and `grad_clip = 0.5`, as in the seeds' stable latent runs".into(),
-            MsSsimFewScales { .. } => "scores are not comparable with 5-scale MS-SSIM; evaluate larger images to compare".into(),
+            LatentWithoutStabilisers => {
+                "set `warmup = 10` and `grad_clip = 0.5`, as in the seeds' stable latent runs".into()
+            }
+            MsSsimFewScales { .. } => {
+                "scores are not comparable with 5-scale MS-SSIM; evaluate larger images to compare".into()
+            }
         })
     }
 }

@@ -18,10 +18,8 @@ pub const MODES: &[&str] = &["seg", "bravo", "dual", "multi", "seg_conditioned"]
 pub const STRATEGIES: &[&str] = &["ddpm", "rflow"];
 
 /// Metrics `evaluate` computes.
-pub const METRICS: &[&str] = &[
-    "psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "fid", "kid", "cmmd", "dice", "iou", "hd95",
-    "regional",
-];
+pub const METRICS: &[&str] =
+    &["psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "fid", "kid", "cmmd", "dice", "iou", "hd95", "regional"];
 
 /// Metrics that compare each sample with its own reference volume.
 pub const PAIRED_METRICS: &[&str] = &["psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "regional"];
@@ -100,12 +98,7 @@ pub fn strategy() -> Type {
                 name: "ddpm",
                 doc: "denoising diffusion (Ho et al. 2020): discrete timesteps, noise schedule",
                 params: vec![
-                    p(
-                        "timesteps",
-                        Type::int(2, Some(100_000)),
-                        v_int(1000),
-                        "number of training timesteps",
-                    ),
+                    p("timesteps", Type::int(2, Some(100_000)), v_int(1000), "number of training timesteps"),
                     p(
                         "schedule",
                         Type::enumeration("schedule", &["linear", "cosine", "scaled_linear"]),
@@ -130,24 +123,14 @@ pub fn strategy() -> Type {
                         v_enum("logit_normal"),
                         "how training draws t",
                     ),
-                    p(
-                        "continuous",
-                        Type::Bool,
-                        v_bool(true),
-                        "continuous t in [0, 1] (seed pitfall 65)",
-                    ),
+                    p("continuous", Type::Bool, v_bool(true), "continuous t in [0, 1] (seed pitfall 65)"),
                     p(
                         "timesteps",
                         Type::int(2, Some(100_000)),
                         v_int(1000),
                         "discretisation when `continuous = false`",
                     ),
-                    p(
-                        "timestep_transform",
-                        Type::Bool,
-                        v_bool(true),
-                        "resolution-dependent shift of t",
-                    ),
+                    p("timestep_transform", Type::Bool, v_bool(true), "resolution-dependent shift of t"),
                 ],
             },
         ],
@@ -167,18 +150,8 @@ pub fn denoiser_model() -> Type {
                 v_enum("S"),
                 "S: 384×12, B: 768×12, L: 1024×24, XL: 1152×28",
             ),
-            p(
-                "patch",
-                Type::int(1, Some(32)),
-                v_int(2),
-                "patch size; must divide every spatial dimension",
-            ),
-            p(
-                "drop_path",
-                Type::float(0.0, 0.9),
-                v_float(0.0),
-                "stochastic depth rate",
-            ),
+            p("patch", Type::int(1, Some(32)), v_int(2), "patch size; must divide every spatial dimension"),
+            p("drop_path", Type::float(0.0, 0.9), v_float(0.0), "stochastic depth rate"),
         ],
     };
     Type::Variant {
@@ -196,12 +169,7 @@ pub fn denoiser_model() -> Type {
                         ParamDefault::Derived("attention at the deepest level only"),
                         "self-attention per level",
                     ),
-                    p(
-                        "res_blocks",
-                        Type::int(1, Some(8)),
-                        v_int(2),
-                        "residual blocks per level",
-                    ),
+                    p("res_blocks", Type::int(1, Some(8)), v_int(2), "residual blocks per level"),
                     p("heads", Type::int(1, Some(64)), v_int(4), "attention heads"),
                 ],
             },
@@ -222,12 +190,7 @@ pub fn compressor_model() -> Type {
                 params: vec![
                     dims(),
                     channels(&[32, 64, 128]),
-                    p(
-                        "latent_channels",
-                        Type::int(1, Some(1024)),
-                        v_int(4),
-                        "channels of the latent",
-                    ),
+                    p("latent_channels", Type::int(1, Some(1024)), v_int(4), "channels of the latent"),
                     p(
                         "kl_weight",
                         Type::float(0.0, 1.0),
@@ -242,24 +205,9 @@ pub fn compressor_model() -> Type {
                 params: vec![
                     dims(),
                     channels(&[32, 64, 128]),
-                    p(
-                        "latent_channels",
-                        Type::int(1, Some(1024)),
-                        v_int(4),
-                        "channels of the latent",
-                    ),
-                    p(
-                        "codebook",
-                        Type::int(2, Some(65_536)),
-                        v_int(512),
-                        "codebook entries",
-                    ),
-                    p(
-                        "commitment",
-                        Type::float(0.0, 10.0),
-                        v_float(0.25),
-                        "commitment loss weight",
-                    ),
+                    p("latent_channels", Type::int(1, Some(1024)), v_int(4), "channels of the latent"),
+                    p("codebook", Type::int(2, Some(65_536)), v_int(512), "codebook entries"),
+                    p("commitment", Type::float(0.0, 10.0), v_float(0.25), "commitment loss weight"),
                 ],
             },
             Ctor {
@@ -273,12 +221,7 @@ pub fn compressor_model() -> Type {
                         v_enum("f32"),
                         "f32: 32 ch /32; f64: 128 ch /64; f128: 512 ch /128",
                     ),
-                    p(
-                        "structured_latent",
-                        Type::Bool,
-                        v_bool(false),
-                        "DC-AE 1.5 structured latent space",
-                    ),
+                    p("structured_latent", Type::Bool, v_bool(false), "DC-AE 1.5 structured latent space"),
                 ],
             },
         ],
@@ -290,38 +233,20 @@ pub fn solver() -> Type {
     let fixed = |name: &'static str, doc: &'static str| Ctor {
         name,
         doc,
-        params: vec![p(
-            "steps",
-            Type::int(1, Some(10_000)),
-            v_int(25),
-            "integration steps",
-        )],
+        params: vec![p("steps", Type::int(1, Some(10_000)), v_int(25), "integration steps")],
     };
     let adaptive = |name: &'static str, doc: &'static str| Ctor {
         name,
         doc,
         params: vec![
-            p(
-                "rtol",
-                Type::float_in(0.0, false, 1.0, false),
-                v_float(1e-3),
-                "relative tolerance",
-            ),
-            p(
-                "atol",
-                Type::float_in(0.0, false, 1.0, false),
-                v_float(1e-3),
-                "absolute tolerance",
-            ),
+            p("rtol", Type::float_in(0.0, false, 1.0, false), v_float(1e-3), "relative tolerance"),
+            p("atol", Type::float_in(0.0, false, 1.0, false), v_float(1e-3), "absolute tolerance"),
         ],
     };
     Type::Variant {
         of: "solver",
         ctors: vec![
-            fixed(
-                "euler",
-                "first-order Euler; 25 steps is the seeds' best FID",
-            ),
+            fixed("euler", "first-order Euler; 25 steps is the seeds' best FID"),
             fixed("midpoint", "second-order midpoint"),
             fixed("heun", "second-order Heun"),
             fixed("rk4", "classical fourth-order Runge–Kutta"),
@@ -342,31 +267,15 @@ pub fn score_aug() -> Type {
                 p(
                     "transforms",
                     Type::set(
-                        Type::enumeration(
-                            "ScoreAug transform",
-                            &["rotation", "flip", "translation", "cutout"],
-                        ),
+                        Type::enumeration("ScoreAug transform", &["rotation", "flip", "translation", "cutout"]),
                         1,
                         None,
                     ),
-                    ParamDefault::Value(Value::List(vec![
-                        Value::Enum("rotation".into()),
-                        Value::Enum("flip".into()),
-                    ])),
+                    ParamDefault::Value(Value::List(vec![Value::Enum("rotation".into()), Value::Enum("flip".into())])),
                     "transforms to draw from",
                 ),
-                p(
-                    "omega",
-                    Type::Bool,
-                    v_bool(true),
-                    "condition the model on the transform drawn (seed pitfall 25)",
-                ),
-                p(
-                    "probability",
-                    Type::float(0.0, 1.0),
-                    v_float(0.5),
-                    "probability of augmenting a sample",
-                ),
+                p("omega", Type::Bool, v_bool(true), "condition the model on the transform drawn (seed pitfall 25)"),
+                p("probability", Type::float(0.0, 1.0), v_float(0.5), "probability of augmenting a sample"),
             ],
         }],
     })
@@ -385,25 +294,10 @@ pub fn batch_augment() -> Type {
 /// Parameters every training stage has.
 pub fn training_params(default_epochs: i64, default_lr: f64) -> Vec<ParamSig> {
     vec![
-        p(
-            "epochs",
-            Type::int(1, Some(1_000_000)),
-            v_int(default_epochs),
-            "passes over the training split",
-        ),
-        p(
-            "lr",
-            Type::float_in(0.0, false, 1.0, true),
-            v_float(default_lr),
-            "peak learning rate (AdamW)",
-        ),
+        p("epochs", Type::int(1, Some(1_000_000)), v_int(default_epochs), "passes over the training split"),
+        p("lr", Type::float_in(0.0, false, 1.0, true), v_float(default_lr), "peak learning rate (AdamW)"),
         p("batch", Type::int(1, Some(65_536)), v_int(16), "batch size"),
-        p(
-            "warmup",
-            Type::int(0, None),
-            v_int(0),
-            "epochs of linear learning-rate warm-up",
-        ),
+        p("warmup", Type::int(0, None), v_int(0), "epochs of linear learning-rate warm-up"),
         p(
             "grad_clip",
             Type::optional(Type::positive()),
@@ -416,12 +310,7 @@ pub fn training_params(default_epochs: i64, default_lr: f64) -> Vec<ParamSig> {
             ParamDefault::Value(Value::None),
             "decay of an exponential moving average of the weights",
         ),
-        p(
-            "weight_decay",
-            Type::float(0.0, 1.0),
-            v_float(0.0),
-            "AdamW weight decay",
-        ),
+        p("weight_decay", Type::float(0.0, 1.0), v_float(0.0), "AdamW weight decay"),
         p(
             "betas",
             Type::list_len(Type::float_in(0.0, true, 1.0, false), 2, Some(2)),
@@ -470,8 +359,5 @@ pub fn names(items: &[String]) -> Value {
 
 /// The names of a list of enum values.
 pub fn strings(v: &Value) -> Vec<String> {
-    v.as_list()
-        .iter()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect()
+    v.as_list().iter().filter_map(|x| x.as_str().map(str::to_string)).collect()
 }

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use crate::checked::{CheckedExpect, CheckedStage, CheckedSweep, ResolvedInput};
 use crate::diagnostic::Diagnostic;
 use crate::errors::ErrorKind;
-use crate::signature::{
-    DeriveCx, Field, InputView, Origin, Outputs, Param, ParamDefault, Signature, StageKind,
-};
+use crate::signature::{DeriveCx, Field, InputView, Origin, Outputs, Param, ParamDefault, Signature, StageKind};
 use crate::source::Span;
 use crate::suggest::nearest;
 use crate::syntax::ast::{BlockItem, Decl, Expect, Expr, ExprKind, Ident, Sweep};
@@ -36,21 +34,9 @@ impl Checker<'_> {
         let decl = self.decl(name)?.clone();
         let errors_before = self.error_count();
         let Some(kind) = self.registry.kind(&decl.kind.name) else {
-            let known: Vec<String> = self
-                .registry
-                .kinds()
-                .iter()
-                .map(|k| k.signature().kind.to_string())
-                .collect();
+            let known: Vec<String> = self.registry.kinds().iter().map(|k| k.signature().kind.to_string()).collect();
             let suggestion = nearest(&decl.kind.name, known.iter().map(String::as_str));
-            self.error(
-                ErrorKind::UnknownKind {
-                    kind: decl.kind.name.clone(),
-                    suggestion,
-                    known,
-                },
-                decl.kind.span,
-            );
+            self.error(ErrorKind::UnknownKind { kind: decl.kind.name.clone(), suggestion, known }, decl.kind.span);
             return None;
         };
         let sig = kind.signature().clone();
@@ -80,15 +66,11 @@ impl Checker<'_> {
         // Parameters that failed are left out (the kind reads their defaults), so the domain
         // rules still report what else is wrong in the same run.
         let outputs = self.derive_all(kind, &decl, &params, &sweeps, &inputs, &upstream, seed)?;
-        let expects = self.resolve_expects(&given, &outputs);
+        let expects = self.resolve_expects(sig.kind, &given, &outputs);
         if self.error_count() > errors_before {
             return None;
         }
-        let mut depends_on: Vec<String> = self
-            .dependencies(&decl)
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect();
+        let mut depends_on: Vec<String> = self.dependencies(&decl).into_iter().map(|(d, _)| d).collect();
         depends_on.sort();
         Some(CheckedStage {
             name: name.to_string(),
@@ -111,43 +93,28 @@ impl Checker<'_> {
     /// Sorts arguments and block items into inputs, parameters, sweeps and expects, and
     /// applies `--set` overrides (which replace the file's value, or its sweep).
     fn sort_given<'d>(&mut self, decl: &'d Decl, sig: &Signature) -> Given<'d> {
-        let mut given = Given {
-            inputs: BTreeMap::new(),
-            params: Vec::new(),
-            sweeps: Vec::new(),
-            expects: Vec::new(),
-        };
+        let mut given = Given { inputs: BTreeMap::new(), params: Vec::new(), sweeps: Vec::new(), expects: Vec::new() };
         let mut input_spans: BTreeMap<&'static str, Span> = BTreeMap::new();
-        let mut add_input =
-            |this: &mut Self, given: &mut Given<'d>, name: &'static str, e: &'d Expr, at: Span| {
-                if let Some(first) = input_spans.get(name) {
-                    let d = Diagnostic::new(
-                        ErrorKind::GivenTwice {
-                            name: name.to_string(),
-                        },
-                        at,
-                    )
+        let mut add_input = |this: &mut Self, given: &mut Given<'d>, name: &'static str, e: &'d Expr, at: Span| {
+            if let Some(first) = input_spans.get(name) {
+                let d = Diagnostic::new(ErrorKind::GivenTwice { name: name.to_string() }, at)
                     .with_related(*first, "first given here");
-                    this.diags.push(d);
-                } else {
-                    input_spans.insert(name, at);
-                    given.inputs.insert(name, e);
-                }
-            };
+                this.diags.push(d);
+            } else {
+                input_spans.insert(name, at);
+                given.inputs.insert(name, e);
+            }
+        };
         if let Some(args) = &decl.args {
             let mut position = 0;
             for arg in &args.args {
                 match &arg.name {
                     None => {
                         match sig.inputs.get(position) {
-                            Some(input) => {
-                                add_input(self, &mut given, input.name, &arg.value, arg.value.span)
-                            }
+                            Some(input) => add_input(self, &mut given, input.name, &arg.value, arg.value.span),
                             None => {
-                                let kind = ErrorKind::TooManyInputs {
-                                    kind: sig.kind.to_string(),
-                                    max: sig.inputs.len(),
-                                };
+                                let kind =
+                                    ErrorKind::TooManyInputs { kind: sig.kind.to_string(), max: sig.inputs.len() };
                                 self.error(kind, arg.value.span);
                             }
                         }
@@ -155,9 +122,7 @@ impl Checker<'_> {
                     }
                     Some(n) => match sig.input(&n.name) {
                         Some(input) => add_input(self, &mut given, input.name, &arg.value, n.span),
-                        None => given
-                            .params
-                            .push((n.clone(), arg.value.clone(), Origin::File)),
+                        None => given.params.push((n.clone(), arg.value.clone(), Origin::File)),
                     },
                 }
             }
@@ -166,24 +131,15 @@ impl Checker<'_> {
             for item in &block.items {
                 match item {
                     BlockItem::Assign(b) => match sig.input(&b.name.name) {
-                        Some(input) => {
-                            add_input(self, &mut given, input.name, &b.value, b.name.span)
-                        }
-                        None => given
-                            .params
-                            .push((b.name.clone(), b.value.clone(), Origin::File)),
+                        Some(input) => add_input(self, &mut given, input.name, &b.value, b.name.span),
+                        None => given.params.push((b.name.clone(), b.value.clone(), Origin::File)),
                     },
                     BlockItem::Sweep(s) => given.sweeps.push(s),
                     BlockItem::Expect(e) => given.expects.push(e),
                 }
             }
         }
-        for (key, value) in self
-            .decl_overrides
-            .get(&decl.name.name)
-            .cloned()
-            .unwrap_or_default()
-        {
+        for (key, value) in self.decl_overrides.get(&decl.name.name).cloned().unwrap_or_default() {
             given.params.retain(|(n, _, _)| n.name != key.name);
             given.sweeps.retain(|s| s.param.name != key.name);
             given.params.push((key, value, Origin::Override));
@@ -204,44 +160,22 @@ impl Checker<'_> {
             let expected = join_kinds(&input.kinds);
             let Some(expr) = given.inputs.get(input.name) else {
                 if input.required {
-                    let kind = ErrorKind::MissingInput {
-                        input: input.name.to_string(),
-                        expected,
-                    };
+                    let kind = ErrorKind::MissingInput { input: input.name.to_string(), expected };
                     self.error(kind, decl.kind.span);
                 }
                 continue;
             };
             let ExprKind::Path(segs) = &expr.kind else {
-                self.error(
-                    ErrorKind::NotAStage {
-                        input: input.name.to_string(),
-                        expected,
-                    },
-                    expr.span,
-                );
+                self.error(ErrorKind::NotAStage { input: input.name.to_string(), expected }, expr.span);
                 continue;
             };
             let head = &segs[0];
             if self.decl(&head.name).is_none() {
                 if self.constants.contains_key(&head.name) {
-                    self.error(
-                        ErrorKind::NotAStage {
-                            input: input.name.to_string(),
-                            expected,
-                        },
-                        expr.span,
-                    );
+                    self.error(ErrorKind::NotAStage { input: input.name.to_string(), expected }, expr.span);
                 } else {
-                    let suggestion =
-                        nearest(&head.name, self.decls.iter().map(|d| d.name.name.as_str()));
-                    self.error(
-                        ErrorKind::UnknownName {
-                            name: head.name.clone(),
-                            suggestion,
-                        },
-                        head.span,
-                    );
+                    let suggestion = nearest(&head.name, self.decls.iter().map(|d| d.name.name.as_str()));
+                    self.error(ErrorKind::UnknownName { name: head.name.clone(), suggestion }, head.span);
                 }
                 continue;
             }
@@ -252,30 +186,17 @@ impl Checker<'_> {
             let stage = stage.clone();
             let field = segs.get(1);
             let kind = match field {
-                None => self
-                    .registry
-                    .kind(&stage.kind)
-                    .map(|k| k.signature().output),
+                None => self.registry.kind(&stage.kind).map(|k| k.signature().output),
                 Some(f) => match stage.outputs.first().and_then(|o| o.fields.get(&f.name)) {
                     Some(Field::Data(k)) => Some(*k),
                     Some(_) => {
                         let found = format!("the value `{}.{}`", head.name, f.name);
-                        self.error(
-                            ErrorKind::InputType {
-                                input: input.name.to_string(),
-                                expected,
-                                found,
-                            },
-                            expr.span,
-                        );
+                        self.error(ErrorKind::InputType { input: input.name.to_string(), expected, found }, expr.span);
                         continue;
                     }
                     None => {
-                        let known: Vec<String> = stage
-                            .outputs
-                            .first()
-                            .map(|o| o.fields.keys().cloned().collect())
-                            .unwrap_or_default();
+                        let known: Vec<String> =
+                            stage.outputs.first().map(|o| o.fields.keys().cloned().collect()).unwrap_or_default();
                         let suggestion = nearest(&f.name, known.iter().map(String::as_str));
                         let kind = ErrorKind::UnknownField {
                             stage: head.name.clone(),
@@ -300,21 +221,8 @@ impl Checker<'_> {
                 continue;
             }
             if !input.kinds.contains(&kind) {
-                let found = format!(
-                    "`{}`, {kind}",
-                    segs.iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(".")
-                );
-                self.error(
-                    ErrorKind::InputType {
-                        input: input.name.to_string(),
-                        expected,
-                        found,
-                    },
-                    expr.span,
-                );
+                let found = format!("`{}`, {kind}", segs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("."));
+                self.error(ErrorKind::InputType { input: input.name.to_string(), expected, found }, expr.span);
                 continue;
             }
             inputs.push(ResolvedInput {
@@ -329,53 +237,28 @@ impl Checker<'_> {
         (inputs, upstream)
     }
 
-    fn resolve_params(
-        &mut self,
-        decl: &Decl,
-        sig: &Signature,
-        given: &Given<'_>,
-    ) -> BTreeMap<String, Param> {
+    fn resolve_params(&mut self, decl: &Decl, sig: &Signature, given: &Given<'_>) -> BTreeMap<String, Param> {
         let mut params = BTreeMap::new();
         let mut seen: BTreeMap<String, Span> = BTreeMap::new();
         for (name, expr, origin) in &given.params {
             let Some(psig) = sig.param(&name.name) else {
-                let candidates = sig
-                    .params
-                    .iter()
-                    .map(|p| p.name)
-                    .chain(sig.inputs.iter().map(|i| i.name));
+                let candidates = sig.params.iter().map(|p| p.name).chain(sig.inputs.iter().map(|i| i.name));
                 let suggestion = nearest(&name.name, candidates);
                 self.error(
-                    ErrorKind::UnknownParam {
-                        name: name.name.clone(),
-                        kind: sig.kind.to_string(),
-                        suggestion,
-                    },
+                    ErrorKind::UnknownParam { name: name.name.clone(), kind: sig.kind.to_string(), suggestion },
                     name.span,
                 );
                 continue;
             };
             if let Some(first) = seen.get(&name.name) {
-                let d = Diagnostic::new(
-                    ErrorKind::GivenTwice {
-                        name: name.name.clone(),
-                    },
-                    name.span,
-                )
-                .with_related(*first, "first given here");
+                let d = Diagnostic::new(ErrorKind::GivenTwice { name: name.name.clone() }, name.span)
+                    .with_related(*first, "first given here");
                 self.diags.push(d);
                 continue;
             }
             seen.insert(name.name.clone(), name.span);
             if let Some(value) = self.eval(expr, &psig.ty) {
-                params.insert(
-                    name.name.clone(),
-                    Param {
-                        value,
-                        origin: *origin,
-                        span: Some(expr.span),
-                    },
-                );
+                params.insert(name.name.clone(), Param { value, origin: *origin, span: Some(expr.span) });
             }
         }
         let swept: Vec<&str> = given.sweeps.iter().map(|s| s.param.name.as_str()).collect();
@@ -385,14 +268,8 @@ impl Checker<'_> {
             }
             match &psig.default {
                 ParamDefault::Value(v) => {
-                    params.insert(
-                        psig.name.to_string(),
-                        Param {
-                            value: v.clone(),
-                            origin: Origin::Default,
-                            span: None,
-                        },
-                    );
+                    params
+                        .insert(psig.name.to_string(), Param { value: v.clone(), origin: Origin::Default, span: None });
                 }
                 ParamDefault::Required => {
                     let kind = ErrorKind::MissingParam {
@@ -415,68 +292,39 @@ impl Checker<'_> {
             let Some(psig) = sig.param(&name.name) else {
                 let suggestion = nearest(&name.name, sig.params.iter().map(|p| p.name));
                 let kind = match suggestion {
-                    Some(_) => ErrorKind::UnknownParam {
-                        name: name.name.clone(),
-                        kind: sig.kind.to_string(),
-                        suggestion,
-                    },
-                    None => ErrorKind::SweepNotAParam {
-                        name: name.name.clone(),
-                    },
+                    Some(_) => {
+                        ErrorKind::UnknownParam { name: name.name.clone(), kind: sig.kind.to_string(), suggestion }
+                    }
+                    None => ErrorKind::SweepNotAParam { name: name.name.clone() },
                 };
                 self.error(kind, name.span);
                 continue;
             };
             if let Some(first) = seen.get(name.name.as_str()) {
-                let d = Diagnostic::new(
-                    ErrorKind::GivenTwice {
-                        name: name.name.clone(),
-                    },
-                    name.span,
-                )
-                .with_related(*first, "first swept here");
+                let d = Diagnostic::new(ErrorKind::GivenTwice { name: name.name.clone() }, name.span)
+                    .with_related(*first, "first swept here");
                 self.diags.push(d);
                 continue;
             }
             seen.insert(&name.name, name.span);
             if let Some((set, _, _)) = given.params.iter().find(|(n, _, _)| n.name == name.name) {
-                let d = Diagnostic::new(
-                    ErrorKind::SweepAndSet {
-                        name: name.name.clone(),
-                    },
-                    name.span,
-                )
-                .with_related(set.span, "set here");
+                let d = Diagnostic::new(ErrorKind::SweepAndSet { name: name.name.clone() }, name.span)
+                    .with_related(set.span, "set here");
                 self.diags.push(d);
                 continue;
             }
             if s.values.is_empty() {
-                self.error(
-                    ErrorKind::SweepEmpty {
-                        name: name.name.clone(),
-                    },
-                    s.list_span,
-                );
+                self.error(ErrorKind::SweepEmpty { name: name.name.clone() }, s.list_span);
                 continue;
             }
-            let values: Vec<Option<Value>> =
-                s.values.iter().map(|v| self.eval(v, &psig.ty)).collect();
+            let values: Vec<Option<Value>> = s.values.iter().map(|v| self.eval(v, &psig.ty)).collect();
             if let Some(values) = values.into_iter().collect::<Option<Vec<_>>>() {
                 for (i, v) in values.iter().enumerate() {
                     if values[..i].contains(v) {
-                        self.error(
-                            ErrorKind::GivenTwice {
-                                name: v.to_string(),
-                            },
-                            s.values[i].span,
-                        );
+                        self.error(ErrorKind::GivenTwice { name: v.to_string() }, s.values[i].span);
                     }
                 }
-                sweeps.push(CheckedSweep {
-                    param: name.name.clone(),
-                    values,
-                    span: s.span,
-                });
+                sweeps.push(CheckedSweep { param: name.name.clone(), values, span: s.span });
             }
         }
         sweeps
@@ -499,13 +347,7 @@ impl Checker<'_> {
         let input_count: usize = upstream.iter().map(Vec::len).product();
         let instances = sweep_count.saturating_mul(input_count);
         if instances > MAX_INSTANCES {
-            self.error(
-                ErrorKind::SweepTooLarge {
-                    instances,
-                    limit: MAX_INSTANCES,
-                },
-                decl.name.span,
-            );
+            self.error(ErrorKind::SweepTooLarge { instances, limit: MAX_INSTANCES }, decl.name.span);
             return None;
         }
         let mut first_params = None;
@@ -518,14 +360,7 @@ impl Checker<'_> {
             for s in sweeps {
                 let v = s.values[rest % s.values.len()].clone();
                 rest /= s.values.len();
-                p.insert(
-                    s.param.clone(),
-                    Param {
-                        value: v,
-                        origin: Origin::Sweep,
-                        span: Some(s.span),
-                    },
-                );
+                p.insert(s.param.clone(), Param { value: v, origin: Origin::Sweep, span: Some(s.span) });
             }
             let mut views = BTreeMap::new();
             for (input, variants) in inputs.iter().zip(upstream) {
@@ -574,14 +409,11 @@ impl Checker<'_> {
 
     fn resolve_expects(
         &mut self,
+        kind: &str,
         given: &Given<'_>,
         outputs: &(BTreeMap<String, Param>, Vec<Outputs>),
     ) -> Vec<CheckedExpect> {
-        let mut metrics: Vec<String> = outputs
-            .1
-            .iter()
-            .flat_map(|o| o.metrics.iter().cloned())
-            .collect();
+        let mut metrics: Vec<String> = outputs.1.iter().flat_map(|o| o.metrics.iter().cloned()).collect();
         metrics.sort();
         metrics.dedup();
         let mut out = Vec::new();
@@ -594,41 +426,23 @@ impl Checker<'_> {
                 }
             };
             if metrics.is_empty() {
-                let kind = ErrorKind::ExpectNoMetrics {
-                    kind: String::new(),
-                };
-                self.error(kind, e.span);
+                self.error(ErrorKind::ExpectNoMetrics { kind: kind.to_string() }, e.span);
                 continue;
             }
             if !metrics.contains(&metric) {
                 let suggestion = nearest(&metric, metrics.iter().map(String::as_str));
                 self.error(
-                    ErrorKind::ExpectUnknownMetric {
-                        name: metric,
-                        suggestion,
-                        metrics: metrics.clone(),
-                    },
+                    ErrorKind::ExpectUnknownMetric { name: metric, suggestion, metrics: metrics.clone() },
                     e.lhs.span,
                 );
                 continue;
             }
-            let threshold = match self.eval(
-                &e.rhs,
-                &crate::signature::Type::Float {
-                    min: None,
-                    max: None,
-                },
-            ) {
+            let threshold = match self.eval(&e.rhs, &crate::signature::Type::Float { min: None, max: None }) {
                 Some(v) => v.as_f64(),
                 None => continue,
             };
             if let Some(threshold) = threshold {
-                out.push(CheckedExpect {
-                    metric,
-                    op: e.op,
-                    threshold,
-                    span: e.span,
-                });
+                out.push(CheckedExpect { metric, op: e.op, threshold, span: e.span });
             }
         }
         out

@@ -39,7 +39,8 @@ impl Checker<'_> {
         }
         // A constant stands for its expression, evaluated as this position's type.
         if let ExprKind::Path(segs) = &e.kind {
-            if segs.len() == 1 && self.constants.contains_key(&segs[0].name) {
+            // A name chosen by the user (a shell output) is never a constant's value.
+            if segs.len() == 1 && *ty != Type::Name && self.constants.contains_key(&segs[0].name) {
                 return self.expand_constant(&segs[0], |c, expr| c.eval(expr, ty));
             }
         }
@@ -52,18 +53,10 @@ impl Checker<'_> {
             Type::Scalar => match &e.kind {
                 ExprKind::Bool(b) => Some(Value::Bool(*b)),
                 ExprKind::Str { value, .. } => Some(Value::Str(value.clone())),
-                _ => self
-                    .eval_number(
-                        e,
-                        &Type::Float {
-                            min: None,
-                            max: None,
-                        },
-                    )
-                    .map(|v| match (v, self.num(e)) {
-                        (_, Some(Num::Int(i))) => Value::Int(i),
-                        (v, _) => v,
-                    }),
+                _ => self.eval_number(e, &Type::Float { min: None, max: None }).map(|v| match (v, self.num(e)) {
+                    (_, Some(Num::Int(i))) => Value::Int(i),
+                    (v, _) => v,
+                }),
             },
             Type::Bool => match &e.kind {
                 ExprKind::Bool(b) => Some(Value::Bool(*b)),
@@ -100,12 +93,7 @@ impl Checker<'_> {
                 ExprKind::Call { func, args } => self.ctor(func, Some(args), of, ctors, e.span),
                 _ => self.from_reference(e, ty),
             },
-            Type::List {
-                item,
-                min_len,
-                max_len,
-                unique,
-            } => {
+            Type::List { item, min_len, max_len, unique } => {
                 let ExprKind::List(items) = &e.kind else {
                     return self.from_reference(e, ty);
                 };
@@ -114,16 +102,10 @@ impl Checker<'_> {
                     let range = match max_len {
                         Some(m) if m == min_len => format!("exactly {m} items"),
                         Some(m) => format!("{min_len} to {m} items"),
-                        None => format!(
-                            "at least {min_len} item{}",
-                            if *min_len == 1 { "" } else { "s" }
-                        ),
+                        None => format!("at least {min_len} item{}", if *min_len == 1 { "" } else { "s" }),
                     };
                     self.error(
-                        ErrorKind::OutOfRange {
-                            value: format!("a list of {} items", items.len()),
-                            range,
-                        },
+                        ErrorKind::OutOfRange { value: format!("a list of {} items", items.len()), range },
                         e.span,
                     );
                     return None;
@@ -132,12 +114,7 @@ impl Checker<'_> {
                 if *unique {
                     for (i, v) in values.iter().enumerate() {
                         if values[..i].contains(v) {
-                            self.error(
-                                ErrorKind::GivenTwice {
-                                    name: v.to_string(),
-                                },
-                                items[i].span,
-                            );
+                            self.error(ErrorKind::GivenTwice { name: v.to_string() }, items[i].span);
                             return None;
                         }
                     }
@@ -148,8 +125,7 @@ impl Checker<'_> {
                 let ExprKind::Record(given) = &e.kind else {
                     return self.from_reference(e, ty);
                 };
-                let pairs: Vec<(&Ident, &Expr)> =
-                    given.iter().map(|f| (&f.name, &f.value)).collect();
+                let pairs: Vec<(&Ident, &Expr)> = given.iter().map(|f| (&f.name, &f.value)).collect();
                 let args = self.bind_fields(of, fields, &pairs, e.span)?;
                 Some(Value::Record(args))
             }
@@ -161,12 +137,7 @@ impl Checker<'_> {
                 let mut ok = true;
                 for f in given {
                     if out.contains_key(&f.name.name) {
-                        self.error(
-                            ErrorKind::GivenTwice {
-                                name: f.name.name.clone(),
-                            },
-                            f.name.span,
-                        );
+                        self.error(ErrorKind::GivenTwice { name: f.name.name.clone() }, f.name.span);
                         ok = false;
                         continue;
                     }
@@ -198,6 +169,7 @@ impl Checker<'_> {
             return None;
         }
         let binding = self.constants.get(&name.name)?.clone();
+        self.used_constants.insert(name.name.clone());
         self.expanding.push(name.name.clone());
         let v = f(self, &binding.value);
         self.expanding.pop();
@@ -206,13 +178,7 @@ impl Checker<'_> {
 
     fn mismatch(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
         let found = describe_expr(e);
-        self.error(
-            ErrorKind::TypeMismatch {
-                expected: ty.describe(),
-                found,
-            },
-            e.span,
-        );
+        self.error(ErrorKind::TypeMismatch { expected: ty.describe(), found }, e.span);
         None
     }
 
@@ -230,12 +196,7 @@ impl Checker<'_> {
         let suggestion = nearest(name, options.clone());
         let options = options.map(str::to_string).collect();
         self.error(
-            ErrorKind::UnknownVariant {
-                value: name.to_string(),
-                of: of.to_string(),
-                suggestion,
-                options,
-            },
+            ErrorKind::UnknownVariant { value: name.to_string(), of: of.to_string(), suggestion, options },
             span,
         );
         None
@@ -250,13 +211,7 @@ impl Checker<'_> {
         if conforms(&value, ty) {
             Some(value)
         } else {
-            self.error(
-                ErrorKind::TypeMismatch {
-                    expected: ty.describe(),
-                    found: value.describe(),
-                },
-                e.span,
-            );
+            self.error(ErrorKind::TypeMismatch { expected: ty.describe(), found: value.describe() }, e.span);
             None
         }
     }
@@ -267,33 +222,20 @@ impl Checker<'_> {
         let head = &segs[0];
         if self.decl(&head.name).is_none() {
             let suggestion = nearest(&head.name, self.known_names());
-            self.error(
-                ErrorKind::UnknownName {
-                    name: head.name.clone(),
-                    suggestion,
-                },
-                head.span,
-            );
+            self.error(ErrorKind::UnknownName { name: head.name.clone(), suggestion }, head.span);
             return None;
         }
         let Some(field) = segs.get(1) else {
             self.error(
-                ErrorKind::TypeMismatch {
-                    expected: "a value".into(),
-                    found: format!("the stage `{}`", head.name),
-                },
+                ErrorKind::TypeMismatch { expected: "a value".into(), found: format!("the stage `{}`", head.name) },
                 span,
             );
             return None;
         };
         let stage = self.done.get(&head.name)?.as_ref()?;
         let outputs = &stage.outputs;
-        let known: Vec<String> = outputs
-            .first()
-            .map(|o| o.fields.keys().cloned().collect())
-            .unwrap_or_default();
-        let values: Vec<Option<&Field>> =
-            outputs.iter().map(|o| o.fields.get(&field.name)).collect();
+        let known: Vec<String> = outputs.first().map(|o| o.fields.keys().cloned().collect()).unwrap_or_default();
+        let values: Vec<Option<&Field>> = outputs.iter().map(|o| o.fields.get(&field.name)).collect();
         match values.first().copied().flatten() {
             None => {
                 let suggestion = nearest(&field.name, known.iter().map(String::as_str));
@@ -322,10 +264,7 @@ impl Checker<'_> {
                 if values.iter().any(|o| *o != Some(&Field::Value(v.clone()))) {
                     let kind = ErrorKind::TypeMismatch {
                         expected: "a single value".into(),
-                        found: format!(
-                            "`{}.{}`, which differs between the sweep's instances",
-                            head.name, field.name
-                        ),
+                        found: format!("`{}.{}`, which differs between the sweep's instances", head.name, field.name),
                     };
                     self.error(kind, span);
                     return None;
@@ -333,17 +272,8 @@ impl Checker<'_> {
                 Some(v.clone())
             }
             Some(Field::Data(kind)) => {
-                let found = format!(
-                    "`{}.{}`, {kind} (usable only as a stage input)",
-                    head.name, field.name
-                );
-                self.error(
-                    ErrorKind::TypeMismatch {
-                        expected: "a value".into(),
-                        found,
-                    },
-                    span,
-                );
+                let found = format!("`{}.{}`, {kind} (usable only as a stage input)", head.name, field.name);
+                self.error(ErrorKind::TypeMismatch { expected: "a value".into(), found }, span);
                 None
             }
             Some(Field::File) => {
@@ -351,13 +281,7 @@ impl Checker<'_> {
                     "`{}.{}`, a file (usable in a shell command as `{{{}.{}}}`)",
                     head.name, field.name, head.name, field.name
                 );
-                self.error(
-                    ErrorKind::TypeMismatch {
-                        expected: "a value".into(),
-                        found,
-                    },
-                    span,
-                );
+                self.error(ErrorKind::TypeMismatch { expected: "a value".into(), found }, span);
                 None
             }
         }
@@ -371,61 +295,31 @@ impl Checker<'_> {
             }
             if self.decl(scope).is_none() {
                 let reason = format!("names no stage: `{scope}` is not declared");
-                self.error(
-                    ErrorKind::PlaceholderUnknown {
-                        placeholder: format!("{scope}.{field}"),
-                        reason,
-                    },
-                    span,
-                );
+                self.error(ErrorKind::PlaceholderUnknown { placeholder: format!("{scope}.{field}"), reason }, span);
                 continue;
             }
             let Some(Some(stage)) = self.done.get(scope) else {
                 continue;
             };
-            let has_file = stage
-                .outputs
-                .iter()
-                .any(|o| matches!(o.fields.get(field), Some(Field::File)));
+            let has_file = stage.outputs.iter().any(|o| matches!(o.fields.get(field), Some(Field::File)));
             if !has_file {
                 let files: Vec<&str> = stage.outputs.first().map_or(vec![], |o| {
-                    o.fields
-                        .iter()
-                        .filter(|(_, f)| matches!(f, Field::File))
-                        .map(|(k, _)| k.as_str())
-                        .collect()
+                    o.fields.iter().filter(|(_, f)| matches!(f, Field::File)).map(|(k, _)| k.as_str()).collect()
                 });
                 let reason = if files.is_empty() {
                     format!("names no file: `{scope}` writes no files")
                 } else {
                     format!(
                         "names no file: `{scope}` writes {}",
-                        files
-                            .iter()
-                            .map(|f| format!("`{f}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
                     )
                 };
-                self.error(
-                    ErrorKind::PlaceholderUnknown {
-                        placeholder: format!("{scope}.{field}"),
-                        reason,
-                    },
-                    span,
-                );
+                self.error(ErrorKind::PlaceholderUnknown { placeholder: format!("{scope}.{field}"), reason }, span);
             }
         }
     }
 
-    fn ctor(
-        &mut self,
-        func: &Ident,
-        args: Option<&Args>,
-        of: &str,
-        ctors: &[Ctor],
-        span: Span,
-    ) -> Option<Value> {
+    fn ctor(&mut self, func: &Ident, args: Option<&Args>, of: &str, ctors: &[Ctor], span: Span) -> Option<Value> {
         let Some(ctor) = ctors.iter().find(|c| c.name == func.name) else {
             return self.unknown_variant(&func.name, of, ctors.iter().map(|c| c.name), func.span);
         };
@@ -440,10 +334,7 @@ impl Checker<'_> {
             }
         }
         if positional.len() > ctor.params.len() {
-            let kind = ErrorKind::TooManyInputs {
-                kind: ctor.name.to_string(),
-                max: ctor.params.len(),
-            };
+            let kind = ErrorKind::TooManyInputs { kind: ctor.name.to_string(), max: ctor.params.len() };
             self.error(kind, positional[ctor.params.len()].span);
             return None;
         }
@@ -451,18 +342,12 @@ impl Checker<'_> {
             .params
             .iter()
             .zip(&positional)
-            .map(|(p, e)| Ident {
-                name: p.name.to_string(),
-                span: e.span,
-            })
+            .map(|(p, e)| Ident { name: p.name.to_string(), span: e.span })
             .collect();
         let mut all: Vec<(&Ident, &Expr)> = names.iter().zip(positional.iter().copied()).collect();
         all.extend(pairs);
         let args = self.bind_fields(ctor.name, &ctor.params, &all, span)?;
-        Some(Value::Ctor {
-            name: ctor.name.to_string(),
-            args,
-        })
+        Some(Value::Ctor { name: ctor.name.to_string(), args })
     }
 
     /// Binds `name: value` pairs to parameter signatures: unknown names, repeats, types,
@@ -481,24 +366,15 @@ impl Checker<'_> {
             let Some(sig) = sigs.iter().find(|s| s.name == name.name) else {
                 let suggestion = nearest(&name.name, sigs.iter().map(|s| s.name));
                 self.error(
-                    ErrorKind::UnknownParam {
-                        name: name.name.clone(),
-                        kind: of.to_string(),
-                        suggestion,
-                    },
+                    ErrorKind::UnknownParam { name: name.name.clone(), kind: of.to_string(), suggestion },
                     name.span,
                 );
                 ok = false;
                 continue;
             };
             if let Some(first) = seen.get(name.name.as_str()) {
-                let d = Diagnostic::new(
-                    ErrorKind::GivenTwice {
-                        name: name.name.clone(),
-                    },
-                    name.span,
-                )
-                .with_related(*first, "first given here");
+                let d = Diagnostic::new(ErrorKind::GivenTwice { name: name.name.clone() }, name.span)
+                    .with_related(*first, "first given here");
                 self.diags.push(d);
                 ok = false;
                 continue;
@@ -520,13 +396,7 @@ impl Checker<'_> {
                     out.insert(sig.name.to_string(), v.clone());
                 }
                 ParamDefault::Required => {
-                    self.error(
-                        ErrorKind::MissingParam {
-                            name: sig.name.to_string(),
-                            of: format!("`{of}`"),
-                        },
-                        span,
-                    );
+                    self.error(ErrorKind::MissingParam { name: sig.name.to_string(), of: format!("`{of}`") }, span);
                     ok = false;
                 }
                 ParamDefault::Derived(_) => {}
@@ -553,13 +423,7 @@ impl Checker<'_> {
         };
         if !in_range(&value, ty) {
             let range = ty.range().unwrap_or_default();
-            self.error(
-                ErrorKind::OutOfRange {
-                    value: value.to_string(),
-                    range,
-                },
-                e.span,
-            );
+            self.error(ErrorKind::OutOfRange { value: value.to_string(), range }, e.span);
             return None;
         }
         Some(value)
@@ -572,20 +436,19 @@ impl Checker<'_> {
             ExprKind::Float { value, .. } => Some(Num::Float(*value)),
             ExprKind::Group(inner) => self.num(inner),
             ExprKind::Neg(inner) => match self.num(inner)? {
-                Num::Int(i) => i
-                    .checked_neg()
-                    .map(Num::Int)
-                    .or_else(|| self.overflow(e.span)),
+                Num::Int(i) => i.checked_neg().map(Num::Int).or_else(|| self.overflow(e.span)),
                 Num::Float(f) => Some(Num::Float(-f)),
             },
             ExprKind::Binary { op, lhs, rhs } => {
+                if !could_be_number(lhs) || !could_be_number(rhs) {
+                    self.error(ErrorKind::NotANumber { op: op.as_str() }, e.span);
+                    return None;
+                }
                 let (l, r) = (self.num(lhs), self.num(rhs));
                 let (l, r) = (l?, r?);
                 self.arith(*op, l, r, e.span)
             }
-            ExprKind::Path(segs)
-                if segs.len() == 1 && self.constants.contains_key(&segs[0].name) =>
-            {
+            ExprKind::Path(segs) if segs.len() == 1 && self.constants.contains_key(&segs[0].name) => {
                 self.expand_constant(&segs[0], |c, expr| c.num(expr))
             }
             ExprKind::Path(segs) if self.decl(&segs[0].name).is_some() || segs.len() > 1 => {
@@ -594,10 +457,7 @@ impl Checker<'_> {
                     crate::value::Value::Float(f) => Some(Num::Float(f)),
                     other => {
                         self.error(
-                            ErrorKind::TypeMismatch {
-                                expected: "a number".into(),
-                                found: other.describe(),
-                            },
+                            ErrorKind::TypeMismatch { expected: "a number".into(), found: other.describe() },
                             e.span,
                         );
                         None
@@ -606,23 +466,11 @@ impl Checker<'_> {
             }
             ExprKind::Path(segs) => {
                 let suggestion = nearest(&segs[0].name, self.known_names());
-                self.error(
-                    ErrorKind::UnknownName {
-                        name: segs[0].name.clone(),
-                        suggestion,
-                    },
-                    segs[0].span,
-                );
+                self.error(ErrorKind::UnknownName { name: segs[0].name.clone(), suggestion }, segs[0].span);
                 None
             }
             _ => {
-                self.error(
-                    ErrorKind::TypeMismatch {
-                        expected: "a number".into(),
-                        found: describe_expr(e),
-                    },
-                    e.span,
-                );
+                self.error(ErrorKind::TypeMismatch { expected: "a number".into(), found: describe_expr(e) }, e.span);
                 None
             }
         }
@@ -673,26 +521,26 @@ impl Checker<'_> {
     }
 }
 
+/// Whether an operand can be a number at all (names are checked when they are resolved).
+fn could_be_number(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Group(inner) => could_be_number(inner),
+        ExprKind::Int { .. }
+        | ExprKind::Float { .. }
+        | ExprKind::Neg(_)
+        | ExprKind::Binary { .. }
+        | ExprKind::Path(_) => true,
+        _ => false,
+    }
+}
+
 fn in_range(v: &Value, ty: &Type) -> bool {
     let within = |x: f64, min: &Option<Bound>, max: &Option<Bound>| {
-        min.is_none_or(|b| {
-            if b.inclusive {
-                x >= b.value
-            } else {
-                x > b.value
-            }
-        }) && max.is_none_or(|b| {
-            if b.inclusive {
-                x <= b.value
-            } else {
-                x < b.value
-            }
-        })
+        min.is_none_or(|b| if b.inclusive { x >= b.value } else { x > b.value })
+            && max.is_none_or(|b| if b.inclusive { x <= b.value } else { x < b.value })
     };
     match (ty, v) {
-        (Type::Int { min, max }, Value::Int(i)) => {
-            min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m)
-        }
+        (Type::Int { min, max }, Value::Int(i)) => min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m),
         (Type::Float { min, max }, v) => v.as_f64().is_some_and(|x| within(x, min, max)),
         (Type::Optional(inner), v) => v.is_none() || in_range(v, inner),
         _ => true,
@@ -704,26 +552,13 @@ fn conforms(v: &Value, ty: &Type) -> bool {
     match (ty, v) {
         (Type::Optional(_), Value::None) => true,
         (Type::Optional(inner), v) => conforms(v, inner),
-        (Type::Bool, Value::Bool(_)) | (Type::Str | Type::Path | Type::Template, Value::Str(_)) => {
-            true
-        }
-        (Type::Int { .. }, Value::Int(_))
-        | (Type::Float { .. }, Value::Int(_) | Value::Float(_)) => in_range(v, ty),
+        (Type::Bool, Value::Bool(_)) | (Type::Str | Type::Path | Type::Template, Value::Str(_)) => true,
+        (Type::Int { .. }, Value::Int(_)) | (Type::Float { .. }, Value::Int(_) | Value::Float(_)) => in_range(v, ty),
         (Type::Scalar, Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_)) => true,
         (Type::Enum { values, .. }, Value::Enum(s)) => values.contains(&s.as_str()),
         (Type::Name, Value::Enum(_)) => true,
-        (Type::Variant { ctors, .. }, Value::Ctor { name, .. }) => {
-            ctors.iter().any(|c| c.name == name)
-        }
-        (
-            Type::List {
-                item,
-                min_len,
-                max_len,
-                ..
-            },
-            Value::List(items),
-        ) => {
+        (Type::Variant { ctors, .. }, Value::Ctor { name, .. }) => ctors.iter().any(|c| c.name == name),
+        (Type::List { item, min_len, max_len, .. }, Value::List(items)) => {
             items.len() >= *min_len
                 && max_len.is_none_or(|m| items.len() <= m)
                 && items.iter().all(|i| conforms(i, item))
@@ -742,18 +577,38 @@ pub(super) fn describe_expr(e: &Expr) -> String {
         ExprKind::None => "`none`".into(),
         ExprKind::Str { raw, .. } => format!("the string \"{raw}\""),
         ExprKind::Path(segs) => {
-            format!(
-                "`{}`",
-                segs.iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(".")
-            )
+            format!("`{}`", segs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("."))
         }
         ExprKind::List(_) => "a list".into(),
         ExprKind::Record(_) => "a record".into(),
         ExprKind::Call { func, .. } => format!("`{}(...)`", func.name),
         ExprKind::Neg(_) | ExprKind::Binary { .. } => "an arithmetic expression".into(),
         ExprKind::Group(inner) => describe_expr(inner),
+    }
+}
+
+impl Checker<'_> {
+    /// Checks what can be checked of a value whose type nothing fixes (an unused constant):
+    /// arithmetic, references, and the same for every element.
+    pub(super) fn check_untyped(&mut self, e: &Expr) {
+        match &e.kind {
+            ExprKind::Int { .. } | ExprKind::Float { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } => {
+                self.num(e);
+            }
+            ExprKind::Path(segs) if segs.len() == 1 && self.constants.contains_key(&segs[0].name) => {
+                self.expand_constant(&segs[0], |c, expr| {
+                    c.check_untyped(expr);
+                    Some(())
+                });
+            }
+            ExprKind::Path(segs) if segs.len() > 1 || self.decl(&segs[0].name).is_some() => {
+                self.field_value(segs, e.span);
+            }
+            ExprKind::Group(inner) => self.check_untyped(inner),
+            ExprKind::List(items) => items.iter().for_each(|i| self.check_untyped(i)),
+            ExprKind::Record(fields) => fields.iter().for_each(|f| self.check_untyped(&f.value)),
+            ExprKind::Call { args, .. } => args.args.iter().for_each(|a| self.check_untyped(&a.value)),
+            _ => {}
+        }
     }
 }

@@ -10,21 +10,9 @@ use crate::source::{FileId, SourceMap, Span};
 use crate::syntax::ast::Item;
 use crate::syntax::parse_file;
 
-pub(super) fn load(
-    sources: &mut SourceMap,
-    root: FileId,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<Item> {
-    let mut loader = Loader {
-        reading: Vec::new(),
-        read: Vec::new(),
-        items: Vec::new(),
-    };
-    let root_path = sources
-        .get(root)
-        .path
-        .as_deref()
-        .and_then(|p| p.canonicalize().ok());
+pub(super) fn load(sources: &mut SourceMap, root: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Item> {
+    let mut loader = Loader { reading: Vec::new(), read: Vec::new(), items: Vec::new() };
+    let root_path = sources.get(root).path.as_deref().and_then(|p| p.canonicalize().ok());
     loader.file(sources, root, root_path, true, diags);
     let pipelines: Vec<Span> = loader
         .items
@@ -35,14 +23,8 @@ pub(super) fn load(
         })
         .collect();
     match pipelines.as_slice() {
-        [] if !diags
-            .iter()
-            .any(|d| d.is_error() && d.span.is_some_and(|s| s.file == root)) =>
-        {
-            diags.push(Diagnostic::new(
-                ErrorKind::PipelineMissing,
-                Span::new(root, 0, 0),
-            ));
+        [] if !diags.iter().any(|d| d.is_error() && d.span.is_some_and(|s| s.file == root)) => {
+            diags.push(Diagnostic::new(ErrorKind::PipelineMissing, Span::new(root, 0, 0)));
         }
         [_, rest @ ..] => {
             for span in rest {
@@ -77,20 +59,10 @@ impl Loader {
             self.reading.push(p.clone());
             self.read.push(p.clone());
         }
-        let base = sources
-            .get(id)
-            .path
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = sources.get(id).path.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
         for item in file.items {
             match &item {
-                Item::Use {
-                    path: rel,
-                    path_span,
-                    ..
-                } => self.use_file(sources, &base, rel, *path_span, diags),
+                Item::Use { path: rel, path_span, .. } => self.use_file(sources, &base, rel, *path_span, diags),
                 Item::Pipeline { span, .. } if !is_root => {
                     diags.push(Diagnostic::new(ErrorKind::PipelineInUsedFile, *span))
                 }
@@ -103,33 +75,18 @@ impl Loader {
         }
     }
 
-    fn use_file(
-        &mut self,
-        sources: &mut SourceMap,
-        base: &Path,
-        rel: &str,
-        span: Span,
-        diags: &mut Vec<Diagnostic>,
-    ) {
+    fn use_file(&mut self, sources: &mut SourceMap, base: &Path, rel: &str, span: Span, diags: &mut Vec<Diagnostic>) {
         let full = base.join(rel);
         let canonical = match full.canonicalize() {
             Ok(c) => c,
             Err(e) => {
-                let kind = ErrorKind::UseUnreadable {
-                    path: rel.to_string(),
-                    reason: e.to_string(),
-                };
+                let kind = ErrorKind::UseUnreadable { path: rel.to_string(), reason: e.to_string() };
                 diags.push(Diagnostic::new(kind, span));
                 return;
             }
         };
         if self.reading.contains(&canonical) {
-            diags.push(Diagnostic::new(
-                ErrorKind::UseCycle {
-                    path: rel.to_string(),
-                },
-                span,
-            ));
+            diags.push(Diagnostic::new(ErrorKind::UseCycle { path: rel.to_string() }, span));
             return;
         }
         if self.read.contains(&canonical) {
@@ -141,10 +98,7 @@ impl Loader {
                 self.file(sources, id, Some(canonical), false, diags);
             }
             Err(e) => {
-                let kind = ErrorKind::UseUnreadable {
-                    path: rel.to_string(),
-                    reason: e.to_string(),
-                };
+                let kind = ErrorKind::UseUnreadable { path: rel.to_string(), reason: e.to_string() };
                 diags.push(Diagnostic::new(kind, span));
             }
         }

@@ -54,23 +54,14 @@ pub fn check_file(path: &Path, overrides: &[String], registry: &dyn Registry) ->
                 path: path.display().to_string(),
                 reason: e.to_string(),
             });
-            Report {
-                sources,
-                diagnostics: vec![diag],
-                pipeline: None,
-            }
+            Report { sources, diagnostics: vec![diag], pipeline: None }
         }
     }
 }
 
 /// Checks pipeline text that has no file on disk (`use` paths resolve against the current
 /// directory). Tests and `medgen fmt` use it.
-pub fn check_source(
-    name: &str,
-    text: &str,
-    overrides: &[String],
-    registry: &dyn Registry,
-) -> Report {
+pub fn check_source(name: &str, text: &str, overrides: &[String], registry: &dyn Registry) -> Report {
     let mut sources = SourceMap::new();
     let root = sources.add(name, None, text);
     check_loaded(sources, root, overrides, registry)
@@ -90,16 +81,8 @@ fn check_loaded(
     let pipeline = checker.run();
     diagnostic::sort(&mut diags);
     diags.dedup();
-    let pipeline = if diags.iter().any(Diagnostic::is_error) {
-        None
-    } else {
-        pipeline
-    };
-    Report {
-        sources,
-        diagnostics: diags,
-        pipeline,
-    }
+    let pipeline = if diags.iter().any(Diagnostic::is_error) { None } else { pipeline };
+    Report { sources, diagnostics: diags, pipeline }
 }
 
 /// State of one check.
@@ -117,6 +100,8 @@ pub(crate) struct Checker<'a> {
     done: BTreeMap<String, Option<CheckedStage>>,
     /// Constants being expanded, to catch `a = b`, `b = a`.
     expanding: Vec<String>,
+    /// Constants some value refers to; the rest are checked on their own and reported unused.
+    used_constants: std::collections::BTreeSet<String>,
     /// Declarations on a dependency circle (reported once; not checked further).
     cyclic: std::collections::BTreeSet<String>,
 }
@@ -133,6 +118,7 @@ impl<'a> Checker<'a> {
             done: BTreeMap::new(),
             expanding: Vec::new(),
             cyclic: Default::default(),
+            used_constants: Default::default(),
         };
         let mut first_seen: BTreeMap<String, Span> = BTreeMap::new();
         for item in items {
@@ -145,12 +131,7 @@ impl<'a> Checker<'a> {
                     }
                 }
                 Item::Decl(d) => {
-                    if c.note_name(
-                        &mut first_seen,
-                        &d.name.name,
-                        d.name.span,
-                        d.keyword.as_str(),
-                    ) {
+                    if c.note_name(&mut first_seen, &d.name.name, d.name.span, d.keyword.as_str()) {
                         c.decls.push(d.clone());
                     }
                 }
@@ -160,22 +141,10 @@ impl<'a> Checker<'a> {
     }
 
     /// Records a top-level name; reports and returns false when it is taken.
-    fn note_name(
-        &mut self,
-        seen: &mut BTreeMap<String, Span>,
-        name: &str,
-        span: Span,
-        what: &'static str,
-    ) -> bool {
+    fn note_name(&mut self, seen: &mut BTreeMap<String, Span>, name: &str, span: Span, what: &'static str) -> bool {
         if let Some(first) = seen.get(name) {
-            let d = Diagnostic::new(
-                ErrorKind::Duplicate {
-                    what,
-                    name: name.to_string(),
-                },
-                span,
-            )
-            .with_related(*first, "first defined here");
+            let d = Diagnostic::new(ErrorKind::Duplicate { what, name: name.to_string() }, span)
+                .with_related(*first, "first defined here");
             self.diags.push(d);
             return false;
         }
@@ -193,11 +162,7 @@ impl<'a> Checker<'a> {
 
     /// All names a reference could mean, for suggestions.
     fn known_names(&self) -> Vec<&str> {
-        self.constants
-            .keys()
-            .map(String::as_str)
-            .chain(self.decls.iter().map(|d| d.name.name.as_str()))
-            .collect()
+        self.constants.keys().map(String::as_str).chain(self.decls.iter().map(|d| d.name.name.as_str())).collect()
     }
 
     fn run(&mut self) -> Option<CheckedPipeline> {
@@ -206,6 +171,7 @@ impl<'a> Checker<'a> {
             let stage = self.check_decl(&name, seed);
             self.done.insert(name, stage);
         }
+        self.check_unused_constants();
         let name = self.pipeline_name.clone()?;
         let stages = self.order_of_done();
         Some(CheckedPipeline { name, seed, stages })
@@ -217,17 +183,27 @@ impl<'a> Checker<'a> {
             return 0;
         };
         let ty = crate::signature::Type::int(0, None);
-        self.eval(&binding.value, &ty)
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0)
+        self.eval(&binding.value, &ty).and_then(|v| v.as_i64()).unwrap_or(0)
+    }
+
+    /// A constant nothing uses is probably a mistake (a misspelt reference elsewhere); its
+    /// value is still checked, as far as it can be without knowing its type.
+    fn check_unused_constants(&mut self) {
+        let unused: Vec<Binding> = self
+            .constants
+            .values()
+            .filter(|b| b.name.name != "seed" && !self.used_constants.contains(&b.name.name))
+            .cloned()
+            .collect();
+        for b in unused {
+            self.check_untyped(&b.value);
+            self.error(ErrorKind::UnusedConstant { name: b.name.name.clone() }, b.name.span);
+        }
     }
 
     fn order_of_done(&self) -> Vec<CheckedStage> {
         let order = self.topo_names();
-        order
-            .iter()
-            .filter_map(|n| self.done.get(n).cloned().flatten())
-            .collect()
+        order.iter().filter_map(|n| self.done.get(n).cloned().flatten()).collect()
     }
 }
 

@@ -29,11 +29,7 @@ pub enum Item {
     /// `pipeline NAME`
     Pipeline { name: Ident, span: Span },
     /// `use "path.mg"`
-    Use {
-        path: String,
-        path_span: Span,
-        span: Span,
-    },
+    Use { path: String, path_span: Span, span: Span },
     /// `NAME = expr` at the top level: a constant other items refer to (`seed = 7`).
     Binding(Binding),
     /// `dataset NAME = KIND { ... }` or `stage NAME = KIND(args) { ... }`

@@ -30,9 +30,7 @@ pub fn describe(file: FileId, text: &str, chunk_start: usize, err: &Error<Rule>)
     }
     // "a value" already covers its parts.
     if expected.contains("a value") {
-        for part in [
-            "a number", "a string", "a list", "a record", "a name", "`-`", "`(`", "`[`", "`{`",
-        ] {
+        for part in ["a number", "a string", "a list", "a record", "a name", "`-`", "`(`", "`[`", "`{`"] {
             expected.remove(part);
         }
     }
@@ -40,32 +38,17 @@ pub fn describe(file: FileId, text: &str, chunk_start: usize, err: &Error<Rule>)
     let hint = hint(&expected, text, pos);
     let expected = join_or(expected.into_iter().collect());
     let end = (pos + found_len).min(text.len());
-    Diagnostic::new(
-        ErrorKind::Syntax {
-            expected,
-            found,
-            hint,
-        },
-        Span::new(file, pos, end),
-    )
+    Diagnostic::new(ErrorKind::Syntax { expected, found, hint }, Span::new(file, pos, end))
 }
 
 fn rule_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::expr
-        | Rule::operand
-        | Rule::float
-        | Rule::int
-        | Rule::bool
-        | Rule::none
-        | Rule::group => "a value",
+        Rule::expr | Rule::operand | Rule::float | Rule::int | Rule::bool | Rule::none | Rule::group => "a value",
         Rule::string => "a string",
         Rule::list => "a list",
         Rule::record => "a record",
         Rule::ident | Rule::path | Rule::call => "a name",
-        Rule::pipeline_decl | Rule::use_decl | Rule::dataset_decl | Rule::stage_decl => {
-            "a declaration"
-        }
+        Rule::pipeline_decl | Rule::use_decl | Rule::dataset_decl | Rule::stage_decl => "a declaration",
         Rule::binding => "`name = value`",
         Rule::sweep | Rule::expect => "`sweep`, `expect`",
         Rule::args | Rule::arg => "an argument",
@@ -116,10 +99,7 @@ fn found_at(text: &str, pos: usize) -> (String, usize) {
         return ("the end of the line".to_string(), 1);
     }
     if c.is_ascii_alphanumeric() || c == '_' {
-        let word: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-            .collect();
+        let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
         return (format!("`{word}`"), word.len());
     }
     (format!("`{c}`"), c.len_utf8())
@@ -127,9 +107,7 @@ fn found_at(text: &str, pos: usize) -> (String, usize) {
 
 fn hint(expected: &BTreeSet<&'static str>, text: &str, pos: usize) -> Option<&'static str> {
     let next = text.get(pos..).and_then(|r| r.chars().next());
-    let line = text
-        .get(..pos)
-        .map_or("", |before| before.rsplit('\n').next().unwrap_or(""));
+    let line = text.get(..pos).map_or("", |before| before.rsplit('\n').next().unwrap_or(""));
     if expected.contains("`=`") && next == Some(':') {
         return Some("parameters are written `name = value`; `name: value` is for record fields and call arguments");
     }
@@ -142,30 +120,19 @@ fn hint(expected: &BTreeSet<&'static str>, text: &str, pos: usize) -> Option<&'s
     if line.matches('"').count() % 2 == 1 && matches!(next, Some('\n') | None) {
         return Some("a string must end on the line where it starts");
     }
-    let word: String = text
-        .get(pos..)
-        .unwrap_or("")
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
+    let word: String =
+        text.get(pos..).unwrap_or("").chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     if matches!(
         word.as_str(),
-        "pipeline"
-            | "use"
-            | "dataset"
-            | "stage"
-            | "sweep"
-            | "expect"
-            | "in"
-            | "true"
-            | "false"
-            | "none"
+        "pipeline" | "use" | "dataset" | "stage" | "sweep" | "expect" | "in" | "true" | "false" | "none"
     ) && expected.contains("a name")
     {
         return Some("that word is reserved by the language; choose another name");
     }
     if expected.contains("a declaration") {
-        return Some("top-level lines are `pipeline NAME`, `use \"file.mg\"`, `dataset ...`, `stage ...` or `NAME = value`");
+        return Some(
+            "top-level lines are `pipeline NAME`, `use \"file.mg\"`, `dataset ...`, `stage ...` or `NAME = value`",
+        );
     }
     None
 }

@@ -27,22 +27,10 @@ pub const MAX_DEPTH: usize = 64;
 pub fn parse_file(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     pest::set_error_detail(true);
     if let Some(offset) = too_deep(text) {
-        let diag = Diagnostic::new(
-            ErrorKind::TooDeep { limit: MAX_DEPTH },
-            Span::new(file, offset, offset + 1),
-        );
-        return (
-            File {
-                items: Vec::new(),
-                comments: Vec::new(),
-            },
-            vec![diag],
-        );
+        let diag = Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, offset, offset + 1));
+        return (File { items: Vec::new(), comments: Vec::new() }, vec![diag]);
     }
-    let mut out = File {
-        items: Vec::new(),
-        comments: Vec::new(),
-    };
+    let mut out = File { items: Vec::new(), comments: Vec::new() };
     let mut diags = Vec::new();
     let mut start = 0;
     while start <= text.len() {
@@ -109,11 +97,7 @@ fn syntax_error(file: FileId, text: &str, start: usize, end: usize) -> Diagnosti
         Some(e) => expected::describe(file, text, start, &e),
         // Unreachable in practice (the chunk failed before); report the chunk as a whole.
         None => Diagnostic::new(
-            ErrorKind::Syntax {
-                expected: "a declaration".into(),
-                found: "something else".into(),
-                hint: None,
-            },
+            ErrorKind::Syntax { expected: "a declaration".into(), found: "something else".into(), hint: None },
             Span::new(file, start, end),
         ),
     }
@@ -151,10 +135,9 @@ fn line_starts(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 fn starts_declaration(line: &str) -> bool {
-    ["pipeline", "use", "dataset", "stage"].iter().any(|kw| {
-        line.strip_prefix(kw)
-            .is_some_and(|rest| rest.starts_with([' ', '\t']))
-    })
+    ["pipeline", "use", "dataset", "stage"]
+        .iter()
+        .any(|kw| line.strip_prefix(kw).is_some_and(|rest| rest.starts_with([' ', '\t'])))
 }
 
 /// The offset of the first bracket nested deeper than [`MAX_DEPTH`], ignoring strings and comments.
@@ -234,22 +217,12 @@ pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Diag
     let body = &text[offset..];
     if let Some(at) = too_deep(body) {
         let at = offset + at;
-        return Err(Diagnostic::new(
-            ErrorKind::TooDeep { limit: MAX_DEPTH },
-            Span::new(file, at, at + 1),
-        ));
+        return Err(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, at, at + 1)));
     }
-    let mut pairs = Grammar::parse(Rule::value_only, body)
-        .map_err(|e| expected::describe(file, text, offset, &e))?;
+    let mut pairs = Grammar::parse(Rule::value_only, body).map_err(|e| expected::describe(file, text, offset, &e))?;
     let top = pairs.next().expect("value_only matched");
-    let expr = inner(top)
-        .find(|p| p.as_rule() == Rule::expr)
-        .expect("value_only holds an expr");
-    let mut b = Builder {
-        file,
-        offset,
-        diags: Vec::new(),
-    };
+    let expr = inner(top).find(|p| p.as_rule() == Rule::expr).expect("value_only holds an expr");
+    let mut b = Builder { file, offset, diags: Vec::new() };
     let e = b.top_expr(expr);
     match b.diags.into_iter().next() {
         Some(d) => Err(d),
@@ -259,21 +232,13 @@ pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Diag
 
 fn unreachable_diag(file: FileId) -> Diagnostic {
     Diagnostic::new(
-        ErrorKind::Syntax {
-            expected: "a value".into(),
-            found: "nothing".into(),
-            hint: None,
-        },
+        ErrorKind::Syntax { expected: "a value".into(), found: "nothing".into(), hint: None },
         Span::new(file, 0, 0),
     )
 }
 
 fn build_chunk(file: FileId, text: &str, start: usize, end: usize) -> (File, Vec<Diagnostic>) {
-    let mut b = Builder {
-        file,
-        offset: start,
-        diags: Vec::new(),
-    };
+    let mut b = Builder { file, offset: start, diags: Vec::new() };
     let mut items = Vec::new();
     if let Ok(mut pairs) = Grammar::parse(Rule::file, &text[start..end]) {
         let top = pairs.next().expect("file rule matched");
@@ -285,13 +250,7 @@ fn build_chunk(file: FileId, text: &str, start: usize, end: usize) -> (File, Vec
             }
         }
     }
-    (
-        File {
-            items,
-            comments: Vec::new(),
-        },
-        b.diags,
-    )
+    (File { items, comments: Vec::new() }, b.diags)
 }
 
 /// The children of a pair, without comments (they are collected separately).
@@ -313,10 +272,7 @@ impl Builder {
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
-        Ident {
-            name: pair.as_str().to_string(),
-            span: self.span(&pair),
-        }
+        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
     }
 
     fn item(&mut self, pair: Pair<'_, Rule>) -> Option<Item> {
@@ -330,19 +286,12 @@ impl Builder {
                 let s = inner(pair).next()?;
                 let path_span = self.span(&s);
                 let (path, _) = self.string(s);
-                Some(Item::Use {
-                    path,
-                    path_span,
-                    span,
-                })
+                Some(Item::Use { path, path_span, span })
             }
             Rule::binding => self.binding(pair).map(Item::Binding),
             Rule::dataset_decl | Rule::stage_decl => {
-                let keyword = if pair.as_rule() == Rule::dataset_decl {
-                    DeclKeyword::Dataset
-                } else {
-                    DeclKeyword::Stage
-                };
+                let keyword =
+                    if pair.as_rule() == Rule::dataset_decl { DeclKeyword::Dataset } else { DeclKeyword::Stage };
                 let mut parts = inner(pair);
                 let name = self.ident(parts.next()?);
                 let kind = self.ident(parts.next()?);
@@ -355,14 +304,7 @@ impl Builder {
                         _ => {}
                     }
                 }
-                Some(Item::Decl(Decl {
-                    keyword,
-                    name,
-                    kind,
-                    args,
-                    block,
-                    span,
-                }))
+                Some(Item::Decl(Decl { keyword, name, kind, args, block, span }))
             }
             _ => None,
         }
@@ -391,12 +333,7 @@ impl Builder {
                         (Some(param), Some(list)) => {
                             let list_span = self.span(&list);
                             let values = inner(list).filter_map(|e| self.top_expr(e)).collect();
-                            Some(BlockItem::Sweep(Sweep {
-                                param,
-                                values,
-                                list_span,
-                                span: item_span,
-                            }))
+                            Some(BlockItem::Sweep(Sweep { param, values, list_span, span: item_span }))
                         }
                         _ => None,
                     }
@@ -417,13 +354,7 @@ impl Builder {
                                 "==" => CmpOp::Eq,
                                 _ => CmpOp::Ne,
                             };
-                            Some(BlockItem::Expect(Expect {
-                                lhs,
-                                op,
-                                op_span,
-                                rhs,
-                                span: item_span,
-                            }))
+                            Some(BlockItem::Expect(Expect { lhs, op, op_span, rhs, span: item_span }))
                         }
                         _ => None,
                     }
@@ -454,10 +385,7 @@ impl Builder {
     fn top_expr(&mut self, pair: Pair<'_, Rule>) -> Option<Expr> {
         let e = self.expr(pair)?;
         if tree_depth(&e) > MAX_DEPTH {
-            self.diags.push(Diagnostic::new(
-                ErrorKind::TooDeep { limit: MAX_DEPTH },
-                e.span,
-            ));
+            self.diags.push(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, e.span));
             return None;
         }
         Some(e)
@@ -465,20 +393,11 @@ impl Builder {
 
     fn top_args(&mut self, pair: Pair<'_, Rule>) -> Args {
         let args = self.args(pair);
-        let (ok, deep): (Vec<_>, Vec<_>) = args
-            .args
-            .into_iter()
-            .partition(|a| tree_depth(&a.value) <= MAX_DEPTH);
+        let (ok, deep): (Vec<_>, Vec<_>) = args.args.into_iter().partition(|a| tree_depth(&a.value) <= MAX_DEPTH);
         for a in deep {
-            self.diags.push(Diagnostic::new(
-                ErrorKind::TooDeep { limit: MAX_DEPTH },
-                a.value.span,
-            ));
+            self.diags.push(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, a.value.span));
         }
-        Args {
-            args: ok,
-            span: args.span,
-        }
+        Args { args: ok, span: args.span }
     }
 
     /// Folds `operand (op operand)*` by precedence with explicit stacks: no recursion per
@@ -498,10 +417,7 @@ impl Builder {
                     continue;
                 }
             };
-            while ops
-                .last()
-                .is_some_and(|top| top.precedence() >= op.precedence())
-            {
+            while ops.last().is_some_and(|top| top.precedence() >= op.precedence()) {
                 self.reduce(&mut operands, &mut ops)?;
             }
             ops.push(op);
@@ -519,23 +435,10 @@ impl Builder {
         let depth = ld.max(rd) + 1;
         let span = lhs.span.to(rhs.span);
         if depth > MAX_DEPTH {
-            self.diags.push(Diagnostic::new(
-                ErrorKind::TooDeep { limit: MAX_DEPTH },
-                span,
-            ));
+            self.diags.push(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, span));
             return None;
         }
-        operands.push((
-            Expr {
-                kind: ExprKind::Binary {
-                    op,
-                    lhs: Box::new(lhs),
-                    rhs: Box::new(rhs),
-                },
-                span,
-            },
-            depth,
-        ));
+        operands.push((Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span }, depth));
         Some(())
     }
 
@@ -546,10 +449,7 @@ impl Builder {
         if parts.is_empty() {
             Some(primary)
         } else {
-            Some(Expr {
-                kind: ExprKind::Neg(Box::new(primary)),
-                span,
-            })
+            Some(Expr { kind: ExprKind::Neg(Box::new(primary)), span })
         }
     }
 
@@ -561,8 +461,7 @@ impl Builder {
                 match raw.replace('_', "").parse::<i64>() {
                     Ok(value) => ExprKind::Int { value, raw },
                     Err(_) => {
-                        self.diags
-                            .push(Diagnostic::new(ErrorKind::IntTooLarge, span));
+                        self.diags.push(Diagnostic::new(ErrorKind::IntTooLarge, span));
                         return None;
                     }
                 }
@@ -572,8 +471,7 @@ impl Builder {
                 match raw.replace('_', "").parse::<f64>() {
                     Ok(value) if value.is_finite() => ExprKind::Float { value, raw },
                     _ => {
-                        self.diags
-                            .push(Diagnostic::new(ErrorKind::FloatNotFinite, span));
+                        self.diags.push(Diagnostic::new(ErrorKind::FloatNotFinite, span));
                         return None;
                     }
                 }
@@ -612,10 +510,7 @@ impl Builder {
 
     /// A string literal's value (escapes resolved) and its body as written.
     fn string(&self, pair: Pair<'_, Rule>) -> (String, String) {
-        let raw = inner(pair)
-            .next()
-            .map(|b| b.as_str().to_string())
-            .unwrap_or_default();
+        let raw = inner(pair).next().map(|b| b.as_str().to_string()).unwrap_or_default();
         let mut value = String::with_capacity(raw.len());
         let mut chars = raw.chars();
         while let Some(c) = chars.next() {
@@ -643,9 +538,7 @@ fn tree_depth(e: &Expr) -> usize {
         match &e.kind {
             ExprKind::List(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
             ExprKind::Record(fields) => stack.extend(fields.iter().map(|f| (&f.value, d + 1))),
-            ExprKind::Call { args, .. } => {
-                stack.extend(args.args.iter().map(|a| (&a.value, d + 1)))
-            }
+            ExprKind::Call { args, .. } => stack.extend(args.args.iter().map(|a| (&a.value, d + 1))),
             ExprKind::Neg(inner) | ExprKind::Group(inner) => stack.push((inner, d + 1)),
             ExprKind::Binary { lhs, rhs, .. } => stack.extend([(&**lhs, d + 1), (&**rhs, d + 1)]),
             _ => {}

@@ -9,9 +9,7 @@ use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
-use crate::vocab::{
-    self, augment, batch_augment, compressor_model, modalities, names, strings, SEG,
-};
+use crate::vocab::{self, augment, batch_augment, compressor_model, modalities, names, strings, SEG};
 
 use super::{axes, derive_seed, with_metrics, DatasetView};
 
@@ -96,16 +94,8 @@ pub(crate) fn latent_geometry(model: &Value) -> (i64, i64) {
             _ => (32, 32),
         },
         _ => {
-            let levels = model
-                .get("channels")
-                .map_or(1, |c| c.as_list().len().max(1));
-            (
-                model
-                    .get("latent_channels")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(4),
-                1 << (levels - 1),
-            )
+            let levels = model.get("channels").map_or(1, |c| c.as_list().len().max(1));
+            (model.get("latent_channels").and_then(Value::as_i64).unwrap_or(4), 1 << (levels - 1))
         }
     }
 }
@@ -124,11 +114,7 @@ impl StageKind for Compress {
         let images_span = cx.span_of("images");
         if !cx.is_set("images") {
             let images = data.images();
-            let images = if images.is_empty() {
-                vec![SEG.to_string()]
-            } else {
-                images
-            };
+            let images = if images.is_empty() { vec![SEG.to_string()] } else { images };
             cx.derive("images", names(&images));
         }
         let images = strings(cx.value("images"));
@@ -139,22 +125,10 @@ impl StageKind for Compress {
         }
         data.require(cx, &images, "`compress`", images_span);
         if !cx.is_set("perceptual_weight") {
-            cx.derive(
-                "perceptual_weight",
-                Value::Float(if seg_only {
-                    0.0
-                } else {
-                    DEFAULT_PERCEPTUAL_WEIGHT
-                }),
-            );
+            cx.derive("perceptual_weight", Value::Float(if seg_only { 0.0 } else { DEFAULT_PERCEPTUAL_WEIGHT }));
         } else if seg_only && cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
             let span = cx.span_of("perceptual_weight");
-            cx.error(
-                Pitfall::PerceptualLossOnSeg {
-                    what: "a mask compressor".into(),
-                },
-                span,
-            );
+            cx.error(Pitfall::PerceptualLossOnSeg { what: "a mask compressor".into() }, span);
         }
         check_gan_betas(cx);
         data.require_validation(cx, cx.decl_span);
@@ -176,22 +150,17 @@ impl StageKind for Compress {
             latent_shape(shape, dims, scale)
         });
         let mut o = Outputs::default();
-        o.value(
-            "kind",
-            Value::Enum(model.variant().unwrap_or("vae").to_string()),
-        )
-        .value("dims", Value::Int(dims))
-        .value("images", names(&images))
-        .value("in_channels", Value::Int(images.len() as i64))
-        .value("latent_channels", Value::Int(latent_channels))
-        .value("scale_factor", Value::Int(scale))
-        .value("depth_scale_factor", Value::Int(depth_scale))
-        .value(
-            "latent_shape",
-            latent_shape.map_or(Value::None, |s| {
-                Value::List(s.into_iter().map(Value::Int).collect())
-            }),
-        );
+        o.value("kind", Value::Enum(model.variant().unwrap_or("vae").to_string()))
+            .value("dims", Value::Int(dims))
+            .value("images", names(&images))
+            .value("in_channels", Value::Int(images.len() as i64))
+            .value("latent_channels", Value::Int(latent_channels))
+            .value("scale_factor", Value::Int(scale))
+            .value("depth_scale_factor", Value::Int(depth_scale))
+            .value(
+                "latent_shape",
+                latent_shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())),
+            );
         if seg_only {
             with_metrics(o, &["val_loss", "dice", "iou"])
         } else {
@@ -240,15 +209,7 @@ pub(crate) fn check_divisible(
 ) {
     for (axis, size) in model_axes(shape, dims) {
         if factor > 1 && size % factor != 0 {
-            cx.error(
-                Pitfall::NotDivisible {
-                    what: what.to_string(),
-                    size,
-                    factor,
-                    axis,
-                },
-                span,
-            );
+            cx.error(Pitfall::NotDivisible { what: what.to_string(), size, factor, axis }, span);
         }
     }
 }
@@ -256,11 +217,7 @@ pub(crate) fn check_divisible(
 /// The latent's shape: axes the model sees are divided by the scale factor.
 pub(crate) fn latent_shape(shape: &[i64], dims: i64, scale: i64) -> Vec<i64> {
     let skip = shape.len().saturating_sub(dims as usize);
-    shape
-        .iter()
-        .enumerate()
-        .map(|(i, s)| if i >= skip { s / scale } else { *s })
-        .collect()
+    shape.iter().enumerate().map(|(i, s)| if i >= skip { s / scale } else { *s }).collect()
 }
 
 /// Seed pitfall 58: adversarial training needs GAN betas.
@@ -268,19 +225,10 @@ pub(crate) fn check_gan_betas(cx: &mut DeriveCx<'_>) {
     if cx.value("adv_weight").as_f64().unwrap_or(0.0) <= 0.0 {
         return;
     }
-    let betas: Vec<f64> = cx
-        .value("betas")
-        .as_list()
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let betas: Vec<f64> = cx.value("betas").as_list().iter().filter_map(Value::as_f64).collect();
     if let [beta1, beta2] = betas[..] {
         if beta1 > 0.5 {
-            let span = if cx.is_set("betas") {
-                cx.span_of("betas")
-            } else {
-                cx.span_of("adv_weight")
-            };
+            let span = if cx.is_set("betas") { cx.span_of("betas") } else { cx.span_of("adv_weight") };
             cx.error(Pitfall::GanBetas { beta1, beta2 }, span);
         }
     }

@@ -2,9 +2,7 @@
 //! (a directory of NIfTI volumes). Both yield the same output: modalities, shape and spacing in
 //! (depth, height, width) order, and `train`/`val`/`test` splits made per patient.
 
-use medgen_lang::signature::{
-    DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
-};
+use medgen_lang::signature::{DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type};
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
@@ -16,12 +14,7 @@ use super::derive_seed;
 
 fn split_param() -> ParamSig {
     let fraction = |name, default, doc| {
-        ParamSig::new(
-            name,
-            Type::float(0.0, 1.0),
-            ParamDefault::Value(Value::Float(default)),
-            doc,
-        )
+        ParamSig::new(name, Type::float(0.0, 1.0), ParamDefault::Value(Value::Float(default)), doc)
     };
     ParamSig::new(
         "split",
@@ -73,16 +66,36 @@ impl Phantom {
             doc: "a synthetic brain phantom with tumours: ellipsoid anatomy, per-modality contrast, seeded",
             inputs: vec![],
             params: vec![
-                ParamSig::new("volumes", Type::int(1, Some(100_000)), ParamDefault::Value(Value::Int(32)), "number of synthetic patients"),
-                ParamSig::new("shape", shape_type(), ParamDefault::Value(ints(&[16, 32, 32])), "[depth, height, width] (or [height, width] for 2D)"),
-                ParamSig::new("spacing", spacing_type(), ParamDefault::Derived("1 mm per axis"), "voxel size in mm, same order as `shape`"),
+                ParamSig::new(
+                    "volumes",
+                    Type::int(1, Some(100_000)),
+                    ParamDefault::Value(Value::Int(32)),
+                    "number of synthetic patients",
+                ),
+                ParamSig::new(
+                    "shape",
+                    shape_type(),
+                    ParamDefault::Value(ints(&[16, 32, 32])),
+                    "[depth, height, width] (or [height, width] for 2D)",
+                ),
+                ParamSig::new(
+                    "spacing",
+                    spacing_type(),
+                    ParamDefault::Derived("1 mm per axis"),
+                    "voxel size in mm, same order as `shape`",
+                ),
                 ParamSig::new(
                     "modalities",
                     modalities(),
                     ParamDefault::Value(names(&["t1_pre".into(), "t1_gd".into(), "seg".into()])),
                     "sequences to synthesise, and `seg` for the tumour mask",
                 ),
-                ParamSig::new("tumours", Type::int(0, Some(16)), ParamDefault::Value(Value::Int(2)), "most tumours per patient"),
+                ParamSig::new(
+                    "tumours",
+                    Type::int(0, Some(16)),
+                    ParamDefault::Value(Value::Int(2)),
+                    "most tumours per patient",
+                ),
                 split_param(),
                 seed_param(),
             ],
@@ -105,12 +118,7 @@ impl StageKind for Phantom {
 
     fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
         derive_seed(cx);
-        let shape: Vec<i64> = cx
-            .value("shape")
-            .as_list()
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
+        let shape: Vec<i64> = cx.value("shape").as_list().iter().filter_map(Value::as_i64).collect();
         if !cx.is_set("spacing") {
             cx.derive("spacing", Value::List(vec![Value::Float(1.0); shape.len()]));
         }
@@ -200,21 +208,11 @@ fn check_spacing(cx: &mut DeriveCx<'_>, axes: usize) {
     let spacing = cx.value("spacing").as_list().len();
     if spacing != axes {
         let span = cx.span_of("spacing");
-        cx.error(
-            Pitfall::SpacingShape {
-                spacing,
-                shape: axes,
-            },
-            span,
-        );
+        cx.error(Pitfall::SpacingShape { spacing, shape: axes }, span);
     }
 }
 
-fn dataset_outputs(
-    cx: &mut DeriveCx<'_>,
-    volumes: Option<i64>,
-    shape: Option<Vec<i64>>,
-) -> Outputs {
+fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Vec<i64>>) -> Outputs {
     let split = cx.value("split");
     let fractions = SplitFractions {
         train: split.get("train").and_then(Value::as_f64).unwrap_or(0.0),
@@ -224,23 +222,13 @@ fn dataset_outputs(
     let sum = fractions.train + fractions.val + fractions.test;
     if (sum - 1.0).abs() > 1e-6 {
         let span = cx.span_of("split");
-        cx.error(
-            Pitfall::SplitSum {
-                sum: (sum * 1e6).round() / 1e6,
-            },
-            span,
-        );
+        cx.error(Pitfall::SplitSum { sum: (sum * 1e6).round() / 1e6 }, span);
     }
     let mut o = Outputs::default();
     o.value("modalities", cx.value("modalities").clone());
     let dims = shape.as_ref().map_or(3, |s| s.len() as i64);
     o.value("dims", Value::Int(dims));
-    o.value(
-        "shape",
-        shape.map_or(Value::None, |s| {
-            Value::List(s.into_iter().map(Value::Int).collect())
-        }),
-    );
+    o.value("shape", shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())));
     o.value("spacing", cx.value("spacing").clone());
     o.value("volumes", volumes.map_or(Value::None, Value::Int));
     o.value("val_fraction", Value::Float(fractions.val));
@@ -251,8 +239,7 @@ fn dataset_outputs(
         o.value("test_volumes", Value::Int(counts.test as i64));
     }
     for part in ["train", "val", "test"] {
-        o.fields
-            .insert(part.to_string(), Field::Data(DataKind::Dataset));
+        o.fields.insert(part.to_string(), Field::Data(DataKind::Dataset));
     }
     o
 }

@@ -11,9 +11,7 @@ use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
-use crate::vocab::{
-    self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG,
-};
+use crate::vocab::{self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG};
 
 use super::compress::{check_divisible, fill_dims, model_axes};
 use super::{derive_seed, with_metrics, DatasetView};
@@ -41,10 +39,7 @@ impl Diffuse {
             ParamSig::new(
                 "model",
                 denoiser_model(),
-                ParamDefault::Value(Value::Ctor {
-                    name: "unet".into(),
-                    args: unet_defaults(),
-                }),
+                ParamDefault::Value(Value::Ctor { name: "unet".into(), args: unet_defaults() }),
                 "the denoiser: unet(...), dit(...) or sit(...)",
             ),
             ParamSig::new(
@@ -78,12 +73,7 @@ impl Diffuse {
                 "ScoreAug: augment noisy inputs, scoreaug(...) or none",
             ),
             ParamSig::new("sda", Type::Bool, off(), "shifted data augmentation"),
-            ParamSig::new(
-                "augmented_diffusion",
-                Type::Bool,
-                off(),
-                "DC-AE 1.5 channel masking of latents",
-            ),
+            ParamSig::new("augmented_diffusion", Type::Bool, off(), "DC-AE 1.5 channel masking of latents"),
             ParamSig::new(
                 "cfg_dropout",
                 Type::float_in(0.0, true, 1.0, false),
@@ -123,22 +113,15 @@ fn rflow_default() -> Value {
         ("timesteps", Value::Int(1000)),
         ("timestep_transform", Value::Bool(true)),
     ];
-    Value::Ctor {
-        name: "rflow".into(),
-        args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-    }
+    Value::Ctor { name: "rflow".into(), args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
 }
 
 fn unet_defaults() -> std::collections::BTreeMap<String, Value> {
     let ints = |v: &[i64]| Value::List(v.iter().map(|i| Value::Int(*i)).collect());
-    [
-        ("channels", ints(&[32, 64, 128])),
-        ("res_blocks", Value::Int(2)),
-        ("heads", Value::Int(4)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    [("channels", ints(&[32, 64, 128])), ("res_blocks", Value::Int(2)), ("heads", Value::Int(4))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 impl StageKind for Diffuse {
@@ -168,43 +151,23 @@ impl StageKind for Diffuse {
         data.require_validation(cx, cx.decl_span);
 
         let (out_channels, data_dims, shape) = if latent {
-            let encoded = upstream
-                .get_value("images")
-                .map(strings)
-                .unwrap_or_default();
-            if encoded != images
-                && !(mode_name == "multi" && images.iter().all(|i| encoded.contains(i)))
-            {
+            let encoded = upstream.get_value("images").map(strings).unwrap_or_default();
+            if encoded != images && !(mode_name == "multi" && images.iter().all(|i| encoded.contains(i))) {
                 let stage = cx.input("data").map_or("", |v| v.stage).to_string();
                 cx.error(
-                    Pitfall::ImagesMismatch {
-                        stage,
-                        has: encoded,
-                        mode: mode_name.clone(),
-                        needs: images.clone(),
-                    },
+                    Pitfall::ImagesMismatch { stage, has: encoded, mode: mode_name.clone(), needs: images.clone() },
                     data_span,
                 );
             }
-            let channels = upstream
-                .get_value("channels")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            let dims = upstream
-                .get_value("dims")
-                .and_then(Value::as_i64)
-                .unwrap_or(2);
+            let channels = upstream.get_value("channels").and_then(Value::as_i64).unwrap_or(1);
+            let dims = upstream.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
             let shape: Option<Vec<i64>> = upstream
                 .get_value("shape")
                 .filter(|v| !v.is_none())
                 .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect());
             (channels, dims, shape)
         } else {
-            let out = if mode_name == "multi" {
-                1
-            } else {
-                images.len() as i64
-            };
+            let out = if mode_name == "multi" { 1 } else { images.len() as i64 };
             (out, data.dims, data.shape.clone())
         };
         let in_channels = out_channels + i64::from(seg_cond);
@@ -213,13 +176,7 @@ impl StageKind for Diffuse {
         let dims = fill_dims(cx, &mut model, data_dims);
         if latent && dims != data_dims {
             let span = cx.span_of("model");
-            cx.error(
-                Pitfall::DimsMismatch {
-                    compressor: data_dims,
-                    model: dims,
-                },
-                span,
-            );
+            cx.error(Pitfall::DimsMismatch { compressor: data_dims, model: dims }, span);
         }
         fill_attention(cx, &mut model);
         if let Some(shape) = &shape {
@@ -232,62 +189,32 @@ impl StageKind for Diffuse {
             let span = cx.span_of("augmented_diffusion");
             cx.error(Pitfall::AugmentedDiffusionInPixelSpace, span);
         }
-        if vocab::mode_generates_seg(&mode_name)
-            && cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0
-        {
+        if vocab::mode_generates_seg(&mode_name) && cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
             let span = cx.span_of("perceptual_weight");
-            cx.error(
-                Pitfall::PerceptualLossOnSeg {
-                    what: format!("mode `{mode_name}`"),
-                },
-                span,
-            );
+            cx.error(Pitfall::PerceptualLossOnSeg { what: format!("mode `{mode_name}`") }, span);
         }
 
         let pixel_shape = if latent {
-            upstream
-                .get_value("pixel_shape")
-                .cloned()
-                .unwrap_or(Value::None)
+            upstream.get_value("pixel_shape").cloned().unwrap_or(Value::None)
         } else {
-            data.shape.clone().map_or(Value::None, |s| {
-                Value::List(s.into_iter().map(Value::Int).collect())
-            })
+            data.shape.clone().map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect()))
         };
-        let strategy = cx
-            .value("strategy")
-            .variant()
-            .unwrap_or("rflow")
-            .to_string();
+        let strategy = cx.value("strategy").variant().unwrap_or("rflow").to_string();
         let cfg = cx.value("cfg_dropout").as_f64().unwrap_or(0.0) > 0.0;
         let mut o = Outputs::default();
         o.value("mode", Value::Enum(mode_name))
             .value("strategy", Value::Enum(strategy))
-            .value(
-                "space",
-                Value::Enum(if latent { "latent" } else { "pixel" }.into()),
-            )
+            .value("space", Value::Enum(if latent { "latent" } else { "pixel" }.into()))
             .value("images", names(&images))
             .value("in_channels", Value::Int(in_channels))
             .value("out_channels", Value::Int(out_channels))
             .value("dims", Value::Int(dims))
             .value("conditioned", Value::Bool(seg_cond))
             .value("cfg_trained", Value::Bool(cfg))
-            .value(
-                "shape",
-                shape.map_or(Value::None, |s| {
-                    Value::List(s.into_iter().map(Value::Int).collect())
-                }),
-            )
+            .value("shape", shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())))
             .value("pixel_shape", pixel_shape)
             .value("modalities", names(&data.modalities))
-            .value(
-                "compressor",
-                upstream
-                    .get_value("compressor")
-                    .cloned()
-                    .unwrap_or(Value::None),
-            );
+            .value("compressor", upstream.get_value("compressor").cloned().unwrap_or(Value::None));
         with_metrics(o, &["train_loss", "val_loss"])
     }
 }
@@ -307,39 +234,19 @@ fn check_recipe(cx: &mut DeriveCx<'_>) {
         }
         let augment = cx.value("augment").as_str().unwrap_or("none").to_string();
         if augment != "none" {
-            cx.error(
-                Pitfall::AugmentWithScoreAug { augment },
-                cx.span_of("augment"),
-            );
+            cx.error(Pitfall::AugmentWithScoreAug { augment }, cx.span_of("augment"));
         }
         let transforms = score_aug.get("transforms").map(strings).unwrap_or_default();
-        let needs_omega: Vec<String> = transforms
-            .into_iter()
-            .filter(|t| t == "rotation" || t == "flip")
-            .collect();
-        if !needs_omega.is_empty() && score_aug.get("omega").and_then(Value::as_bool) == Some(false)
-        {
-            cx.error(
-                Pitfall::ScoreAugWithoutOmega {
-                    transforms: needs_omega,
-                },
-                span,
-            );
+        let needs_omega: Vec<String> = transforms.into_iter().filter(|t| t == "rotation" || t == "flip").collect();
+        if !needs_omega.is_empty() && score_aug.get("omega").and_then(Value::as_bool) == Some(false) {
+            cx.error(Pitfall::ScoreAugWithoutOmega { transforms: needs_omega }, span);
         }
     }
     if cx.value("augment").as_str() == Some("vae") {
         cx.error(Pitfall::VaeAugmentInDiffusion, cx.span_of("augment"));
     }
-    if let Some(method) = cx
-        .value("batch_augment")
-        .as_str()
-        .filter(|m| *m != "none")
-        .map(str::to_string)
-    {
-        cx.error(
-            Pitfall::BatchAugmentInDiffusion { method },
-            cx.span_of("batch_augment"),
-        );
+    if let Some(method) = cx.value("batch_augment").as_str().filter(|m| *m != "none").map(str::to_string) {
+        cx.error(Pitfall::BatchAugmentInDiffusion { method }, cx.span_of("batch_augment"));
     }
 }
 
@@ -382,15 +289,7 @@ fn check_model_size(cx: &mut DeriveCx<'_>, model: &Value, shape: &[i64], dims: i
             let what = format!("the {name} patch size");
             for (axis, size) in model_axes(shape, dims) {
                 if size % patch != 0 {
-                    cx.error(
-                        Pitfall::NotDivisible {
-                            what: what.clone(),
-                            size,
-                            factor: patch,
-                            axis,
-                        },
-                        span,
-                    );
+                    cx.error(Pitfall::NotDivisible { what: what.clone(), size, factor: patch, axis }, span);
                 }
             }
         }

@@ -73,70 +73,29 @@ impl StageKind for Encode {
         data.require(cx, &images, "the compressor", data_span);
         let dims = comp.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
         if dims == 3 && data.dims == 2 {
-            cx.error(
-                Pitfall::Model3dOn2d {
-                    model: "compressor".into(),
-                },
-                data_span,
-            );
+            cx.error(Pitfall::Model3dOn2d { model: "compressor".into() }, data_span);
         }
-        let scale = comp
-            .get_value("scale_factor")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
+        let scale = comp.get_value("scale_factor").and_then(Value::as_i64).unwrap_or(1);
         let shape = data.shape.as_ref().map(|s| latent_shape(s, dims, scale));
         let mut o = Outputs::default();
-        for key in [
-            "kind",
-            "dims",
-            "images",
-            "latent_channels",
-            "scale_factor",
-            "depth_scale_factor",
-        ] {
+        for key in ["kind", "dims", "images", "latent_channels", "scale_factor", "depth_scale_factor"] {
             if let Some(v) = comp.get_value(key) {
                 o.value(key, v.clone());
             }
         }
-        o.value(
-            "channels",
-            comp.get_value("latent_channels")
-                .cloned()
-                .unwrap_or(Value::None),
-        )
-        .value(
-            "shape",
-            shape.map_or(Value::None, |s| {
-                Value::List(s.into_iter().map(Value::Int).collect())
-            }),
-        )
-        .value(
-            "compressor",
-            Value::Str(cx.input("compressor").map_or("", |c| c.stage).to_string()),
-        )
-        .value(
-            "modalities",
-            Value::List(
-                data.modalities
-                    .iter()
-                    .map(|m| Value::Enum(m.clone()))
-                    .collect(),
-            ),
-        )
-        .value("dataset", Value::Str(data.name.clone()))
-        .value(
-            "pixel_shape",
-            data.shape.clone().map_or(Value::None, |s| {
-                Value::List(s.into_iter().map(Value::Int).collect())
-            }),
-        )
-        .value("data_dims", Value::Int(data.dims))
-        .value("volumes", data.volumes.map_or(Value::None, Value::Int))
-        .value(
-            "val_volumes",
-            data.val_volumes.map_or(Value::None, Value::Int),
-        )
-        .value("val_fraction", Value::Float(data.val_fraction));
+        o.value("channels", comp.get_value("latent_channels").cloned().unwrap_or(Value::None))
+            .value("shape", shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())))
+            .value("compressor", Value::Str(cx.input("compressor").map_or("", |c| c.stage).to_string()))
+            .value("modalities", Value::List(data.modalities.iter().map(|m| Value::Enum(m.clone())).collect()))
+            .value("dataset", Value::Str(data.name.clone()))
+            .value(
+                "pixel_shape",
+                data.shape.clone().map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())),
+            )
+            .value("data_dims", Value::Int(data.dims))
+            .value("volumes", data.volumes.map_or(Value::None, Value::Int))
+            .value("val_volumes", data.val_volumes.map_or(Value::None, Value::Int))
+            .value("val_fraction", Value::Float(data.val_fraction));
         o
     }
 }

@@ -11,8 +11,7 @@ use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
 use crate::vocab::{
-    self, strings, DISTRIBUTION_METRICS, MASK_METRICS, METRICS, PAIRED_METRICS, PERCEPTUAL_METRICS,
-    SEG,
+    self, strings, DISTRIBUTION_METRICS, MASK_METRICS, METRICS, PAIRED_METRICS, PERCEPTUAL_METRICS, SEG,
 };
 
 use super::compress::model_axes;
@@ -98,12 +97,7 @@ impl Evaluate {
                         none(),
                         "safetensors with the FID/KID feature network (see docs)",
                     ),
-                    ParamSig::new(
-                        "cmmd_weights",
-                        path(),
-                        none(),
-                        "safetensors with the CMMD image encoder (see docs)",
-                    ),
+                    ParamSig::new("cmmd_weights", path(), none(), "safetensors with the CMMD image encoder (see docs)"),
                 ],
                 output: DataKind::Metrics,
             },
@@ -120,10 +114,7 @@ impl Default for Evaluate {
 /// Most MS-SSIM scales an image whose smallest side is `side` allows: each scale halves the
 /// image, and the last must still be wider than the window.
 pub fn max_ms_ssim_scales(side: i64) -> i64 {
-    (1..=MS_SSIM_MAX_SCALES)
-        .rev()
-        .find(|s| side > (MS_SSIM_WINDOW - 1) * (1 << (s - 1)))
-        .unwrap_or(0)
+    (1..=MS_SSIM_MAX_SCALES).rev().find(|s| side > (MS_SSIM_WINDOW - 1) * (1 << (s - 1))).unwrap_or(0)
 }
 
 impl StageKind for Evaluate {
@@ -139,25 +130,14 @@ impl StageKind for Evaluate {
         let subject_out = subject.outputs.clone();
         let reference_span = reference.span;
         let reference = DatasetView::read(reference);
-        let images = subject_out
-            .get_value("images")
-            .map(strings)
-            .unwrap_or_default();
+        let images = subject_out.get_value("images").map(strings).unwrap_or_default();
         let seg_output = if generated {
             subject_out.get_value("seg_output").and_then(Value::as_bool) == Some(true)
         } else {
             images == [SEG]
         };
-        let unconditional = generated
-            && subject_out
-                .get_value("conditioned")
-                .and_then(Value::as_bool)
-                != Some(true);
-        let mode = subject_out
-            .get_value("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let unconditional = generated && subject_out.get_value("conditioned").and_then(Value::as_bool) != Some(true);
+        let mode = subject_out.get_value("mode").and_then(Value::as_str).unwrap_or("").to_string();
         reference.require(cx, &images, "the evaluated images", reference_span);
 
         let metrics = strings(cx.value("metrics"));
@@ -165,34 +145,13 @@ impl StageKind for Evaluate {
         for metric in &metrics {
             let m = metric.as_str();
             if seg_output && generated && DISTRIBUTION_METRICS.contains(&m) {
-                cx.error(
-                    Pitfall::DistributionMetricOnSeg {
-                        metric: metric.clone(),
-                    },
-                    span,
-                );
+                cx.error(Pitfall::DistributionMetricOnSeg { metric: metric.clone() }, span);
             } else if seg_output && PERCEPTUAL_METRICS.contains(&m) {
-                cx.error(
-                    Pitfall::PerceptualMetricOnSeg {
-                        metric: metric.clone(),
-                    },
-                    span,
-                );
+                cx.error(Pitfall::PerceptualMetricOnSeg { metric: metric.clone() }, span);
             } else if !seg_output && MASK_METRICS.contains(&m) {
-                cx.error(
-                    Pitfall::MaskMetricOnImages {
-                        metric: metric.clone(),
-                    },
-                    span,
-                );
+                cx.error(Pitfall::MaskMetricOnImages { metric: metric.clone() }, span);
             } else if unconditional && PAIRED_METRICS.contains(&m) {
-                cx.error(
-                    Pitfall::PairedMetricUnpaired {
-                        metric: metric.clone(),
-                        mode: mode.clone(),
-                    },
-                    span,
-                );
+                cx.error(Pitfall::PairedMetricUnpaired { metric: metric.clone(), mode: mode.clone() }, span);
             }
         }
         if seg_output && cx.value("binarize_seg").as_bool() == Some(false) {
@@ -200,19 +159,11 @@ impl StageKind for Evaluate {
             cx.error(Pitfall::SegNotThresholded, span);
         }
         if metrics.iter().any(|m| m == "ms_ssim") {
-            let dims = subject_out
-                .get_value("dims")
-                .and_then(Value::as_i64)
-                .unwrap_or(2);
+            let dims = subject_out.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
             let shape = subject_out
                 .get_value("shape")
                 .filter(|v| !v.is_none())
-                .map(|v| {
-                    v.as_list()
-                        .iter()
-                        .filter_map(Value::as_i64)
-                        .collect::<Vec<_>>()
-                })
+                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect::<Vec<_>>())
                 .or(reference.shape.clone());
             check_ms_ssim(cx, shape.as_deref(), dims);
         } else if !cx.is_set("ms_ssim_scales") {
@@ -233,52 +184,25 @@ fn check_ms_ssim(cx: &mut DeriveCx<'_>, shape: Option<&[i64]>, dims: i64) {
         }
         return;
     };
-    let side = model_axes(shape, dims)
-        .iter()
-        .map(|(_, s)| *s)
-        .min()
-        .unwrap_or(0);
+    let side = model_axes(shape, dims).iter().map(|(_, s)| *s).min().unwrap_or(0);
     let max = max_ms_ssim_scales(side);
     if cx.is_set("ms_ssim_scales") {
-        let scales = cx
-            .value("ms_ssim_scales")
-            .as_i64()
-            .unwrap_or(MS_SSIM_MAX_SCALES);
+        let scales = cx.value("ms_ssim_scales").as_i64().unwrap_or(MS_SSIM_MAX_SCALES);
         if scales > max {
             let span = cx.span_of("ms_ssim_scales");
-            cx.error(
-                Pitfall::MsSsimTooManyScales {
-                    scales,
-                    size: side,
-                    max,
-                },
-                span,
-            );
+            cx.error(Pitfall::MsSsimTooManyScales { scales, size: side, max }, span);
         }
         return;
     }
     if max == 0 {
         let span = cx.span_of("metrics");
-        cx.error(
-            Pitfall::MsSsimTooManyScales {
-                scales: 1,
-                size: side,
-                max,
-            },
-            span,
-        );
+        cx.error(Pitfall::MsSsimTooManyScales { scales: 1, size: side, max }, span);
         return;
     }
     cx.derive("ms_ssim_scales", Value::Int(max));
     if max < MS_SSIM_MAX_SCALES {
         let span = cx.span_of("metrics");
-        cx.error(
-            Pitfall::MsSsimFewScales {
-                scales: max,
-                size: side,
-            },
-            span,
-        );
+        cx.error(Pitfall::MsSsimFewScales { scales: max, size: side }, span);
     }
 }
 
@@ -287,10 +211,7 @@ fn metric_names(metrics: &[String], images: &[String]) -> Vec<String> {
     let mut names = Vec::new();
     for m in metrics {
         if m == "regional" {
-            names.extend([
-                "regional_tumour".to_string(),
-                "regional_background".to_string(),
-            ]);
+            names.extend(["regional_tumour".to_string(), "regional_background".to_string()]);
             continue;
         }
         names.push(m.clone());

@@ -39,34 +39,22 @@ impl DatasetView {
     pub fn read(view: &InputView<'_>) -> Self {
         let o = view.outputs;
         let ints = |v: Option<&Value>| {
-            v.filter(|v| !v.is_none())
-                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
+            v.filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
         };
         DatasetView {
-            name: o
-                .get_value("dataset")
-                .and_then(Value::as_str)
-                .unwrap_or(view.stage)
-                .to_string(),
+            name: o.get_value("dataset").and_then(Value::as_str).unwrap_or(view.stage).to_string(),
             modalities: o.get_value("modalities").map(strings).unwrap_or_default(),
             shape: ints(o.get_value("shape")),
             dims: o.get_value("dims").and_then(Value::as_i64).unwrap_or(3),
             volumes: o.get_value("volumes").and_then(Value::as_i64),
             val_volumes: o.get_value("val_volumes").and_then(Value::as_i64),
-            val_fraction: o
-                .get_value("val_fraction")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
+            val_fraction: o.get_value("val_fraction").and_then(Value::as_f64).unwrap_or(0.0),
         }
     }
 
     /// The intensity images (every modality but the mask).
     pub fn images(&self) -> Vec<String> {
-        self.modalities
-            .iter()
-            .filter(|m| *m != crate::vocab::SEG)
-            .cloned()
-            .collect()
+        self.modalities.iter().filter(|m| *m != crate::vocab::SEG).cloned().collect()
     }
 
     /// Reports modalities in `needed` that the dataset lacks; returns whether all are there.
@@ -77,20 +65,12 @@ impl DatasetView {
         needed_by: &str,
         span: medgen_lang::source::Span,
     ) -> bool {
-        let missing: Vec<String> = needed
-            .iter()
-            .filter(|m| !self.modalities.contains(m))
-            .cloned()
-            .collect();
+        let missing: Vec<String> = needed.iter().filter(|m| !self.modalities.contains(m)).cloned().collect();
         if missing.is_empty() {
             return true;
         }
         cx.error(
-            Pitfall::MissingModality {
-                dataset: self.name.clone(),
-                missing,
-                needed_by: needed_by.to_string(),
-            },
+            Pitfall::MissingModality { dataset: self.name.clone(), missing, needed_by: needed_by.to_string() },
             span,
         );
         false
@@ -100,11 +80,7 @@ impl DatasetView {
     pub fn require_validation(&self, cx: &mut DeriveCx<'_>, span: medgen_lang::source::Span) {
         if let (Some(0), Some(volumes)) = (self.val_volumes, self.volumes) {
             cx.error(
-                Pitfall::EmptyValidation {
-                    dataset: self.name.clone(),
-                    volumes,
-                    fraction: self.val_fraction,
-                },
+                Pitfall::EmptyValidation { dataset: self.name.clone(), volumes, fraction: self.val_fraction },
                 span,
             );
         }
@@ -121,11 +97,7 @@ pub(crate) fn derive_seed(cx: &mut DeriveCx<'_>) {
 
 /// The spatial axes of a shape, named for messages: (depth,) height, width.
 pub(crate) fn axes(shape: &[i64]) -> Vec<(&'static str, i64)> {
-    let names: &[&str] = if shape.len() == 3 {
-        &["depth", "height", "width"]
-    } else {
-        &["height", "width"]
-    };
+    let names: &[&str] = if shape.len() == 3 { &["depth", "height", "width"] } else { &["height", "width"] };
     names.iter().copied().zip(shape.iter().copied()).collect()
 }
 

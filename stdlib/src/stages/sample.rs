@@ -19,19 +19,20 @@ pub struct Sample {
 
 impl Sample {
     pub fn new() -> Self {
-        let euler = Value::Ctor {
-            name: "euler".into(),
-            args: [("steps".to_string(), Value::Int(25))]
-                .into_iter()
-                .collect(),
-        };
+        let euler =
+            Value::Ctor { name: "euler".into(), args: [("steps".to_string(), Value::Int(25))].into_iter().collect() };
         Sample {
             sig: Signature {
                 kind: "sample",
                 keyword: DeclKeyword::Stage,
                 doc: "generate volumes with a trained denoiser",
                 inputs: vec![
-                    InputSig { name: "denoiser", kinds: vec![DataKind::Denoiser], required: true, doc: "the trained denoiser" },
+                    InputSig {
+                        name: "denoiser",
+                        kinds: vec![DataKind::Denoiser],
+                        required: true,
+                        doc: "the trained denoiser",
+                    },
                     InputSig {
                         name: "decoder",
                         kinds: vec![DataKind::Compressor],
@@ -40,12 +41,42 @@ impl Sample {
                     },
                 ],
                 params: vec![
-                    ParamSig::new("count", Type::int(1, Some(1_000_000)), ParamDefault::Value(Value::Int(16)), "volumes to generate"),
-                    ParamSig::new("solver", solver(), ParamDefault::Value(euler), "ODE solver: euler(steps: 25), heun(...), rk4(...), dopri5(...)"),
-                    ParamSig::new("guidance", Type::float(1.0, 100.0), ParamDefault::Value(Value::Float(1.0)), "classifier-free guidance scale; 1 disables guidance"),
-                    ParamSig::new("batch", Type::int(1, Some(65_536)), ParamDefault::Value(Value::Int(8)), "volumes generated at once"),
-                    ParamSig::new("previews", Type::Bool, ParamDefault::Value(Value::Bool(true)), "also write PNG previews of the middle slices"),
-                    ParamSig::new("seed", Type::int(0, None), ParamDefault::Derived("the pipeline's `seed`"), "seed of the sampling noise"),
+                    ParamSig::new(
+                        "count",
+                        Type::int(1, Some(1_000_000)),
+                        ParamDefault::Value(Value::Int(16)),
+                        "volumes to generate",
+                    ),
+                    ParamSig::new(
+                        "solver",
+                        solver(),
+                        ParamDefault::Value(euler),
+                        "ODE solver: euler(steps: 25), heun(...), rk4(...), dopri5(...)",
+                    ),
+                    ParamSig::new(
+                        "guidance",
+                        Type::float(1.0, 100.0),
+                        ParamDefault::Value(Value::Float(1.0)),
+                        "classifier-free guidance scale; 1 disables guidance",
+                    ),
+                    ParamSig::new(
+                        "batch",
+                        Type::int(1, Some(65_536)),
+                        ParamDefault::Value(Value::Int(8)),
+                        "volumes generated at once",
+                    ),
+                    ParamSig::new(
+                        "previews",
+                        Type::Bool,
+                        ParamDefault::Value(Value::Bool(true)),
+                        "also write PNG previews of the middle slices",
+                    ),
+                    ParamSig::new(
+                        "seed",
+                        Type::int(0, None),
+                        ParamDefault::Derived("the pipeline's `seed`"),
+                        "seed of the sampling noise",
+                    ),
                 ],
                 output: DataKind::Samples,
             },
@@ -77,39 +108,19 @@ impl StageKind for Sample {
             (true, None) => cx.error(Pitfall::DecoderMissing, den_span),
             (false, Some((_, span))) => cx.error(Pitfall::DecoderUnneeded, *span),
             (true, Some((name, span))) => {
-                let encoder = den
-                    .get_value("compressor")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let encoder = den.get_value("compressor").and_then(Value::as_str).unwrap_or("").to_string();
                 if !encoder.is_empty() && *name != encoder {
-                    cx.error(
-                        Pitfall::DecoderMismatch {
-                            decoder: name.clone(),
-                            encoder,
-                        },
-                        *span,
-                    );
+                    cx.error(Pitfall::DecoderMismatch { decoder: name.clone(), encoder }, *span);
                 }
             }
             (false, None) => {}
         }
-        let mode = den
-            .get_value("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("bravo")
-            .to_string();
+        let mode = den.get_value("mode").and_then(Value::as_str).unwrap_or("bravo").to_string();
         let scale = cx.value("guidance").as_f64().unwrap_or(1.0);
         if scale > 1.0 {
             let span = cx.span_of("guidance");
             if den.get_value("conditioned").and_then(Value::as_bool) != Some(true) {
-                cx.error(
-                    Pitfall::GuidanceUnconditional {
-                        mode: mode.clone(),
-                        scale,
-                    },
-                    span,
-                );
+                cx.error(Pitfall::GuidanceUnconditional { mode: mode.clone(), scale }, span);
             } else if den.get_value("cfg_trained").and_then(Value::as_bool) != Some(true) {
                 cx.error(Pitfall::GuidanceUntrained { scale }, span);
             }
@@ -120,12 +131,9 @@ impl StageKind for Sample {
                 o.value(key, v.clone());
             }
         }
-        o.value(
-            "shape",
-            den.get_value("pixel_shape").cloned().unwrap_or(Value::None),
-        )
-        .value("count", cx.value("count").clone())
-        .value("seg_output", Value::Bool(vocab::mode_generates_seg(&mode)));
+        o.value("shape", den.get_value("pixel_shape").cloned().unwrap_or(Value::None))
+            .value("count", cx.value("count").clone())
+            .value("seg_output", Value::Bool(vocab::mode_generates_seg(&mode)));
         o
     }
 }

@@ -3,9 +3,7 @@
 //! stage's output file. The checker makes sure every placeholder names something declared.
 
 use medgen_lang::errors::ErrorKind;
-use medgen_lang::signature::{
-    DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
-};
+use medgen_lang::signature::{DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type};
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
@@ -25,10 +23,25 @@ impl Shell {
                 doc: "run a command; its declared outputs are cached",
                 inputs: vec![],
                 params: vec![
-                    ParamSig::new("command", Type::Template, ParamDefault::Required, "the command line, with {in.X}, {params.X}, {out.X} and {STAGE.X} placeholders"),
-                    ParamSig::new("inputs", Type::Map { value: Box::new(Type::Path) }, empty(), "input files by name, relative to the pipeline file"),
+                    ParamSig::new(
+                        "command",
+                        Type::Template,
+                        ParamDefault::Required,
+                        "the command line, with {in.X}, {params.X}, {out.X} and {STAGE.X} placeholders",
+                    ),
+                    ParamSig::new(
+                        "inputs",
+                        Type::Map { value: Box::new(Type::Path) },
+                        empty(),
+                        "input files by name, relative to the pipeline file",
+                    ),
                     ParamSig::new("params", Type::Map { value: Box::new(Type::Scalar) }, empty(), "values by name"),
-                    ParamSig::new("outputs", Type::set(Type::Name, 1, None), ParamDefault::Required, "names of the files the command writes"),
+                    ParamSig::new(
+                        "outputs",
+                        Type::set(Type::Name, 1, None),
+                        ParamDefault::Required,
+                        "names of the files the command writes",
+                    ),
                 ],
                 output: DataKind::Files,
             },
@@ -68,13 +81,7 @@ impl StageKind for Shell {
             };
             if !declared.iter().any(|d| d == name) {
                 let reason = format!("names nothing: `{name}` is not in `{what}`");
-                cx.error(
-                    ErrorKind::PlaceholderUnknown {
-                        placeholder: format!("{scope}.{name}"),
-                        reason,
-                    },
-                    span,
-                );
+                cx.error(ErrorKind::PlaceholderUnknown { placeholder: format!("{scope}.{name}"), reason }, span);
             }
         }
         let mut o = Outputs::default();
