@@ -143,10 +143,10 @@ fn main() -> ExitCode {
     let registry = StdRegistry::new();
     let ok = match cli.command {
         Command::Check { files, overrides, deny_warnings, emit } => {
-            files.iter().fold(true, |ok, f| check(f, &overrides, deny_warnings, emit, &registry, color) && ok)
+            every(&files, |f| check(f, &overrides, deny_warnings, emit, &registry, color))
         }
         Command::Run { file, overrides } => run(&file, &overrides, &registry, color),
-        Command::Fmt { files, check } => files.iter().fold(true, |ok, f| fmt(f, check, color) && ok),
+        Command::Fmt { files, check } => every(&files, |f| fmt(f, check, color)),
         Command::Explain { code, list, all } => explain(code.as_deref(), list, all, &registry),
         Command::Stages { kind, markdown } => stages(kind.as_deref(), markdown, &registry),
     };
@@ -155,6 +155,11 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERRORS)
     }
+}
+
+/// Runs `f` on every file (all of them, even after a failure) and says whether all passed.
+fn every(files: &[PathBuf], mut f: impl FnMut(&Path) -> bool) -> bool {
+    files.iter().map(|p| f(p)).filter(|ok| !ok).count() == 0
 }
 
 fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, color: bool) {

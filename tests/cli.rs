@@ -119,10 +119,16 @@ fn fmt_check_reports_and_fmt_rewrites() {
     let check = medgen(&["fmt", "--check", p]);
     assert_eq!(check.status.code(), Some(1));
     assert!(stderr(&check).contains("not formatted"), "{}", stderr(&check));
-    assert_eq!(std::fs::read_to_string(&path).expect("unchanged"), "pipeline fmt\ndataset brain=phantom{volumes=8 # few\nshape=[8,16,16]}\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("unchanged"),
+        "pipeline fmt\ndataset brain=phantom{volumes=8 # few\nshape=[8,16,16]}\n"
+    );
     assert!(medgen(&["fmt", p]).status.success());
     let formatted = std::fs::read_to_string(&path).expect("formatted");
-    assert_eq!(formatted, "pipeline fmt\n\ndataset brain = phantom {\n  volumes = 8  # few\n  shape   = [8, 16, 16]\n}\n");
+    assert_eq!(
+        formatted,
+        "pipeline fmt\n\ndataset brain = phantom {\n  volumes = 8  # few\n  shape   = [8, 16, 16]\n}\n"
+    );
     assert!(medgen(&["fmt", "--check", p]).status.success());
 }
 
@@ -132,7 +138,10 @@ fn fmt_refuses_a_file_with_syntax_errors() {
     let o = medgen(&["fmt", path.to_str().expect("utf-8 path")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("expected a value, found `}`"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&path).expect("unchanged"), "pipeline broken\ndataset brain = phantom { volumes = }\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("unchanged"),
+        "pipeline broken\ndataset brain = phantom { volumes = }\n"
+    );
 }
 
 #[test]
@@ -147,7 +156,9 @@ fn explain_prints_the_explanation_and_rejects_unknown_codes() {
 
 #[test]
 fn generated_docs_are_current() {
-    for (args, file) in [(&["explain", "--all"][..], "docs/errors.md"), (&["stages", "--markdown"][..], "docs/stages.md")] {
+    for (args, file) in
+        [(&["explain", "--all"][..], "docs/errors.md"), (&["stages", "--markdown"][..], "docs/stages.md")]
+    {
         let o = medgen(args);
         assert!(o.status.success());
         let committed = std::fs::read_to_string(Path::new(file)).unwrap_or_default();

@@ -89,7 +89,8 @@ fn error_fixtures_report_exactly_what_they_announce() {
         assert!(!expects.is_empty(), "{} announces no `# expect:`", path.display());
         let mut found: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for d in &report.diagnostics {
-            let span = d.span.unwrap_or_else(|| panic!("{}: diagnostic without a place: {}", path.display(), d.message));
+            let span =
+                d.span.unwrap_or_else(|| panic!("{}: diagnostic without a place: {}", path.display(), d.message));
             let line = report.sources.get(span.file).line_col(span.start).0;
             found.entry(line).or_default().push(d.code.id.to_string());
         }
@@ -99,7 +100,13 @@ fn error_fixtures_report_exactly_what_they_announce() {
         let mut expected = expects.clone();
         expected.values_mut().for_each(|c| c.sort());
         let rendered: Vec<String> = report.diagnostics.iter().map(|d| d.render(&report.sources, false)).collect();
-        assert_eq!(found, expected, "{}: diagnostics by line differ from `# expect:`\n{}", path.display(), rendered.join("\n"));
+        assert_eq!(
+            found,
+            expected,
+            "{}: diagnostics by line differ from `# expect:`\n{}",
+            path.display(),
+            rendered.join("\n")
+        );
         insta::with_settings!({ snapshot_path => "snapshots/err", prepend_module_to_snapshot => false }, {
             insta::assert_snapshot!(snapshot_name(&path), rendered.join("\n"));
         });
@@ -114,7 +121,8 @@ fn every_code_has_an_error_fixture() {
         let text = std::fs::read_to_string(&path).expect("fixture readable");
         announced.extend(annotations(&text).1.into_values().flatten());
     }
-    let codes = medgen_lang::errors::ALL.iter().chain(medgen_lang::signature::Registry::codes(&registry).iter());
+    let domain = medgen_lang::signature::Registry::codes(&registry);
+    let codes = medgen_lang::errors::ALL.iter().chain(domain.iter());
     let missing: Vec<&str> = codes.map(|c| c.id).filter(|id| !announced.contains(*id)).collect();
     assert!(missing.is_empty(), "codes without an error fixture: {missing:?}");
 }

@@ -72,10 +72,9 @@ fn mutate(text: &str, rng: &mut Rng) -> (String, &'static str) {
         }
         3 => (format!("{}{}", &text[..s], &text[e..]), "delete a token"),
         4 => (format!("{}{} {}", &text[..e], " ", &text[s..]), "duplicate a token"),
-        5 if s2 > e => (
-            format!("{}{}{}{}{}", &text[..s], &text[s2..e2], &text[e..s2], tok, &text[e2..]),
-            "swap two tokens",
-        ),
+        5 if s2 > e => {
+            (format!("{}{}{}{}{}", &text[..s], &text[s2..e2], &text[e..s2], tok, &text[e2..]), "swap two tokens")
+        }
         6 if tok.len() > 2 && tok.chars().all(|c| c.is_ascii_alphabetic() || c == '_') => {
             let mut chars: Vec<char> = tok.chars().collect();
             let i = 1 + rng.below(chars.len() - 1);
@@ -83,7 +82,8 @@ fn mutate(text: &str, rng: &mut Rng) -> (String, &'static str) {
             (format!("{}{}{}", &text[..s], chars.into_iter().collect::<String>(), &text[e..]), "misspell a name")
         }
         7 => {
-            let number = toks.iter().filter(|(a, b)| text[*a..*b].starts_with(|c: char| c.is_ascii_digit())).nth(rng.below(8));
+            let number =
+                toks.iter().filter(|(a, b)| text[*a..*b].starts_with(|c: char| c.is_ascii_digit())).nth(rng.below(8));
             let replacement = ["-1", "0", "99999999", "1e300", "0.0", "-3.5"][rng.below(6)];
             match number {
                 Some((a, b)) => (format!("{}{}{}", &text[..*a], replacement, &text[*b..]), "push a value out of range"),
@@ -94,7 +94,8 @@ fn mutate(text: &str, rng: &mut Rng) -> (String, &'static str) {
             (format!("{}zz{}{}", &text[..s], tok, &text[e..]), "break a reference")
         }
         _ => {
-            let junk = ["{", "}", "[", "]", "(", ")", "=", ":", ",", "#", "\"", "-", "*", ".", "stage", "\n"][rng.below(16)];
+            let junk =
+                ["{", "}", "[", "]", "(", ")", "=", ":", ",", "#", "\"", "-", "*", ".", "stage", "\n"][rng.below(16)];
             (format!("{}{}{}", &text[..at], junk, &text[at..]), "insert a stray token")
         }
     }
@@ -124,7 +125,8 @@ fn check_bounded(name: &str, text: String) -> (bool, Vec<String>) {
 #[test]
 fn mutated_examples_never_crash_or_hang_and_errors_have_places() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut files: Vec<_> = std::fs::read_dir("pipelines").expect("pipelines/").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir("pipelines").expect("pipelines/").map(|e| e.expect("entry").path()).collect();
     files.sort();
     let mut rejected = 0;
     let mut tried = 0;

@@ -39,8 +39,11 @@ const EMPTY_BLOCK: &str = " {}";
 /// What opens a block with something in it.
 const OPEN_BLOCK: &str = " {";
 
-/// Formats a pipeline file. A file with a syntax error is not formatted: its diagnostics are
-/// returned instead.
+/// Formats a pipeline file.
+///
+/// # Errors
+///
+/// A file with a syntax error is not formatted: its diagnostics are returned instead.
 pub fn format_source(text: &str) -> Result<String, Vec<Diagnostic>> {
     let (file, diags) = parse_file(FileId(0), text);
     if diags.iter().any(Diagnostic::is_error) {
@@ -157,7 +160,7 @@ impl Elem<'_> {
 impl Formatter<'_> {
     fn file(&self, items: &[Item]) -> String {
         let layout = self.layout(items, 0..self.text.len(), false);
-        let mut out = self.sequence(items, &layout, 0, has_block, |_, item| self.item(item));
+        let mut out = sequence(items, &layout, 0, has_block, |_, item| self.item(item));
         if !out.is_empty() {
             out.push('\n');
         }
@@ -205,7 +208,7 @@ impl Formatter<'_> {
         let layout = self.layout(&b.items, interior, true);
         let pads = name_widths(&b.items, &layout.units);
         let inner = indent + INDENT;
-        let body = self.sequence(&b.items, &layout, inner, |_| false, |i, item| self.block_item(item, inner, pads[i]));
+        let body = sequence(&b.items, &layout, inner, |_| false, |i, item| self.block_item(item, inner, pads[i]));
         bracketed(OPEN_BLOCK, &layout, &body, "}", indent)
     }
 
@@ -259,7 +262,7 @@ impl Formatter<'_> {
         }
         let layout = self.layout(elems, interior, true);
         let inner = at.indent + INDENT;
-        let body = self.sequence(elems, &layout, inner, |_| false, |_, e| self.elem(*e, inner) + ",");
+        let body = sequence(elems, &layout, inner, |_| false, |_, e| self.elem(*e, inner) + ",");
         bracketed(open, &layout, &body, close, at.indent)
     }
 
@@ -268,39 +271,6 @@ impl Formatter<'_> {
         let prefix = e.prefix();
         let value = self.expr(e.value, Pos::line(indent, &prefix, 1));
         prefix + &value
-    }
-
-    /// Prints units one per line at `indent`, with the comments `layout` places around them.
-    /// A blank line separates two units when the source had one, and always before and after a
-    /// unit for which `apart` holds.
-    fn sequence<U>(
-        &self,
-        units: &[U],
-        layout: &Layout<'_>,
-        indent: usize,
-        apart: impl Fn(&U) -> bool,
-        render: impl Fn(usize, &U) -> String,
-    ) -> String {
-        let mut out = String::new();
-        let mut after_apart = false;
-        for (i, (unit, placed)) in units.iter().zip(&layout.units).enumerate() {
-            let mut blank = after_apart || apart(unit);
-            for note in &placed.before {
-                push_line(&mut out, blank || note.blank, indent, &note.comment.text);
-                blank = false;
-            }
-            push_line(&mut out, blank || placed.blank, indent, &render(i, unit));
-            if let Some(comment) = placed.trailing {
-                trail(&mut out, comment);
-            }
-            after_apart = apart(unit);
-        }
-        let mut blank = after_apart;
-        for note in &layout.closing {
-            push_line(&mut out, blank || note.blank, indent, &note.comment.text);
-            blank = false;
-        }
-        out
     }
 
     /// Places every comment of `interior` around `units`, the code found there.
@@ -518,6 +488,38 @@ fn flat(e: &Expr) -> String {
 
 fn join(parts: impl Iterator<Item = String>) -> String {
     parts.collect::<Vec<_>>().join(", ")
+}
+
+/// Prints units one per line at `indent`, with the comments `layout` places around them.
+/// A blank line separates two units when the source had one, and always before and after a
+/// unit for which `apart` holds.
+fn sequence<U>(
+    units: &[U],
+    layout: &Layout<'_>,
+    indent: usize,
+    apart: impl Fn(&U) -> bool,
+    render: impl Fn(usize, &U) -> String,
+) -> String {
+    let mut out = String::new();
+    let mut after_apart = false;
+    for (i, (unit, placed)) in units.iter().zip(&layout.units).enumerate() {
+        let mut blank = after_apart || apart(unit);
+        for note in &placed.before {
+            push_line(&mut out, blank || note.blank, indent, &note.comment.text);
+            blank = false;
+        }
+        push_line(&mut out, blank || placed.blank, indent, &render(i, unit));
+        if let Some(comment) = placed.trailing {
+            trail(&mut out, comment);
+        }
+        after_apart = apart(unit);
+    }
+    let mut blank = after_apart;
+    for note in &layout.closing {
+        push_line(&mut out, blank || note.blank, indent, &note.comment.text);
+        blank = false;
+    }
+    out
 }
 
 /// `open`, the body's lines, and `close` on a line of its own at `indent`.

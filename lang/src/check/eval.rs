@@ -60,7 +60,7 @@ impl Checker<'_> {
             },
             Type::Bool => match &e.kind {
                 ExprKind::Bool(b) => Some(Value::Bool(*b)),
-                _ => self.from_reference(e, ty),
+                _ => self.by_reference(e, ty),
             },
             Type::Str | Type::Path | Type::Template => match &e.kind {
                 ExprKind::Str { value, .. } => {
@@ -69,7 +69,7 @@ impl Checker<'_> {
                     }
                     Some(Value::Str(value.clone()))
                 }
-                _ => self.from_reference(e, ty),
+                _ => self.by_reference(e, ty),
             },
             Type::Name => match &e.kind {
                 ExprKind::Path(segs) if segs.len() == 1 => Some(Value::Enum(segs[0].name.clone())),
@@ -84,18 +84,18 @@ impl Checker<'_> {
                         self.unknown_variant(name, of, values.iter().copied(), e.span)
                     }
                 }
-                _ => self.from_reference(e, ty),
+                _ => self.by_reference(e, ty),
             },
             Type::Variant { of, ctors } => match &e.kind {
                 ExprKind::Path(segs) if segs.len() == 1 && !self.is_decl(&segs[0].name) => {
                     self.ctor(&segs[0], None, of, ctors, e.span)
                 }
                 ExprKind::Call { func, args } => self.ctor(func, Some(args), of, ctors, e.span),
-                _ => self.from_reference(e, ty),
+                _ => self.by_reference(e, ty),
             },
             Type::List { item, min_len, max_len, unique } => {
                 let ExprKind::List(items) = &e.kind else {
-                    return self.from_reference(e, ty);
+                    return self.by_reference(e, ty);
                 };
                 let values: Vec<Option<Value>> = items.iter().map(|i| self.eval(i, item)).collect();
                 if items.len() < *min_len || max_len.is_some_and(|m| items.len() > m) {
@@ -123,7 +123,7 @@ impl Checker<'_> {
             }
             Type::Record { of, fields } => {
                 let ExprKind::Record(given) = &e.kind else {
-                    return self.from_reference(e, ty);
+                    return self.by_reference(e, ty);
                 };
                 let pairs: Vec<(&Ident, &Expr)> = given.iter().map(|f| (&f.name, &f.value)).collect();
                 let args = self.bind_fields(of, fields, &pairs, e.span)?;
@@ -131,7 +131,7 @@ impl Checker<'_> {
             }
             Type::Map { value } => {
                 let ExprKind::Record(given) = &e.kind else {
-                    return self.from_reference(e, ty);
+                    return self.by_reference(e, ty);
                 };
                 let mut out = BTreeMap::new();
                 let mut ok = true;
@@ -203,7 +203,7 @@ impl Checker<'_> {
     }
 
     /// A value reached through `stage.field` (or a constant holding one), checked against `ty`.
-    fn from_reference(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+    fn by_reference(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
         let ExprKind::Path(segs) = &e.kind else {
             return self.mismatch(e, ty);
         };

@@ -54,8 +54,8 @@ fn parse_one(sources: &mut SourceMap, raw: &str, diags: &mut Vec<Diagnostic>) ->
             Some(key) => Override { stage: Some(first), key, value },
             None => Override { stage: None, key: first, value },
         }),
-        Err(d) => {
-            diags.push(d);
+        Err(errors) => {
+            diags.extend(errors);
             None
         }
     }
@@ -72,7 +72,10 @@ impl Checker<'_> {
                     if !self.constants.contains_key(&o.key.name) && o.key.name != "seed" {
                         let names = self.constants.keys().map(String::as_str).chain(["seed"]);
                         let suggestion = nearest(&o.key.name, names);
-                        self.error(ErrorKind::OverrideUnknownStage { stage: o.key.name.clone(), suggestion }, o.key.span);
+                        self.error(
+                            ErrorKind::OverrideUnknownStage { stage: o.key.name.clone(), suggestion },
+                            o.key.span,
+                        );
                         continue;
                     }
                     self.constants.insert(o.key.name.clone(), binding);

@@ -212,29 +212,22 @@ fn collect_comments(file: FileId, text: &str) -> Vec<Comment> {
 }
 
 /// Parses a lone value: `text[offset..]`, the right-hand side of `--set stage.param=VALUE`.
-pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Diagnostic> {
+pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Vec<Diagnostic>> {
     pest::set_error_detail(true);
     let body = &text[offset..];
     if let Some(at) = too_deep(body) {
         let at = offset + at;
-        return Err(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, at, at + 1)));
+        return Err(vec![Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, at, at + 1))]);
     }
-    let mut pairs = Grammar::parse(Rule::value_only, body).map_err(|e| expected::describe(file, text, offset, &e))?;
+    let mut pairs =
+        Grammar::parse(Rule::value_only, body).map_err(|e| vec![expected::describe(file, text, offset, &e)])?;
     let top = pairs.next().expect("value_only matched");
     let expr = inner(top).find(|p| p.as_rule() == Rule::expr).expect("value_only holds an expr");
     let mut b = Builder { file, offset, diags: Vec::new() };
-    let e = b.top_expr(expr);
-    match b.diags.into_iter().next() {
-        Some(d) => Err(d),
-        None => e.ok_or_else(|| unreachable_diag(file)),
+    match b.top_expr(expr) {
+        Some(e) if b.diags.is_empty() => Ok(e),
+        _ => Err(b.diags),
     }
-}
-
-fn unreachable_diag(file: FileId) -> Diagnostic {
-    Diagnostic::new(
-        ErrorKind::Syntax { expected: "a value".into(), found: "nothing".into(), hint: None },
-        Span::new(file, 0, 0),
-    )
 }
 
 fn build_chunk(file: FileId, text: &str, start: usize, end: usize) -> (File, Vec<Diagnostic>) {
