@@ -5,8 +5,8 @@ seed = 7
 
 dataset brain = phantom {
   volumes    = 32
-  shape      = [16, 32, 32]            # depth, height, width
-  spacing    = [1.0, 0.9375, 0.9375]   # mm, same order as shape
+  shape      = [16, 32, 32]           # depth, height, width
+  spacing    = [1.0, 0.9375, 0.9375]  # mm, same order as shape
   modalities = [t1_pre, t1_gd, seg]
   split      = {train: 0.75, val: 0.125, test: 0.125}
 }
@@ -38,6 +38,6 @@ stage gen = sample(ldm, decoder: vae) {
 
 stage scores = evaluate(gen, reference: brain.test) {
   metrics        = [psnr, ms_ssim, lpips, kid]
-  ms_ssim_scales = 2                          # 32 px images allow two scales
-  expect kid < 0.1                            # CI regression gate
+  ms_ssim_scales = 2  # 32 px images allow two scales
+  expect kid < 0.1    # CI regression gate
 }

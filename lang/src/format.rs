@@ -15,6 +15,9 @@
 //! printing: a comment printed in a slot is found in the same slot when the output is read back,
 //! which makes formatting idempotent.
 //!
+//! Trailing comments of consecutive lines are aligned in one column, two spaces after the
+//! longest code among them.
+//!
 //! Breaking: a list, record or argument list is printed flat (`[a, b]`) when it holds no comment
 //! and fits in [`MAX_WIDTH`] columns together with the code after it on its line; otherwise it
 //! is broken, one element per line, indented one level deeper than the line that opened it, each
@@ -51,7 +54,34 @@ pub fn format_source(text: &str) -> Result<String, Vec<Diagnostic>> {
     }
     let mut comments = file.comments;
     comments.sort_by_key(|c| c.span.start);
-    Ok(Formatter { text, comments }.file(&file.items))
+    Ok(align_trailing_comments(&Formatter { text, comments }.file(&file.items)))
+}
+
+/// Marks where a trailing comment starts while lines are built; the grammar rejects NUL in
+/// any file, so the mark cannot collide with the file's own text.
+const TRAIL_MARK: char = '\0';
+
+/// Aligns the trailing comments of consecutive lines two columns after the longest code among
+/// them, as the example pipelines are written; a line without one ends the run.
+fn align_trailing_comments(text: &str) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let run = lines[i..].iter().take_while(|l| l.contains(TRAIL_MARK)).count();
+        if run == 0 {
+            out.push(lines[i].to_string());
+            i += 1;
+            continue;
+        }
+        let split: Vec<(&str, &str)> = lines[i..i + run].iter().filter_map(|l| l.split_once(TRAIL_MARK)).collect();
+        let column = split.iter().map(|(code, _)| width(code)).max().unwrap_or(0) + 2;
+        for (code, comment) in split {
+            out.push(format!("{code}{}{comment}", " ".repeat(column - width(code))));
+        }
+        i += run;
+    }
+    out.join("\n")
 }
 
 struct Formatter<'t> {
@@ -552,7 +582,7 @@ fn push_line(out: &mut String, blank: bool, indent: usize, text: &str) {
 
 /// Ends the current line with a comment.
 fn trail(out: &mut String, comment: &Comment) {
-    out.push_str("  ");
+    out.push(TRAIL_MARK);
     out.push_str(&comment.text);
 }
 

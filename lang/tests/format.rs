@@ -116,7 +116,15 @@ fn prints_values_as_written() {
 fn keeps_trailing_comments_on_their_line() {
     assert_formats(
         "pipeline p # the name\nx = 1    # note\nstage s = k(x) {   # opens\n  a = 1 # one\n}   # closes\n",
-        "pipeline p  # the name\nx = 1  # note\n\nstage s = k(x) {  # opens\n  a = 1  # one\n}  # closes\n",
+        "pipeline p  # the name\nx = 1       # note\n\nstage s = k(x) {  # opens\n  a = 1           # one\n}                 # closes\n",
+    );
+}
+
+#[test]
+fn aligns_trailing_comments_of_consecutive_lines_only() {
+    assert_formats(
+        "pipeline p\ndataset d = phantom {\n  shape = [8, 16, 16] # d, h, w\n  spacing = [1.0, 1.0, 1.0] # mm\n  volumes = 4\n  seed = 1 # alone\n}\n",
+        "pipeline p\n\ndataset d = phantom {\n  shape   = [8, 16, 16]      # d, h, w\n  spacing = [1.0, 1.0, 1.0]  # mm\n  volumes = 4\n  seed    = 1  # alone\n}\n",
     );
 }
 
@@ -324,8 +332,10 @@ fn line(code: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
 fn block_item() -> impl Strategy<Value = String> {
     line(prop_oneof![
         3 => (ident(), maybe_comment(), value()).prop_map(|(n, c, v)| format!("  {n} ={}{v}", loose(c))),
-        1 => (ident(), prop::collection::vec((value(), maybe_comment()), 0..4)).prop_map(|(n, v)| format!("  sweep {n} in {}", bracket("[", v, "]"))),
-        1 => (value(), "<=|>=|==|!=|<|>", value()).prop_map(|(a, op, b)| format!("  expect {a} {op} {b}")),
+        1 => (ident(), prop::collection::vec((value(), maybe_comment()), 0..4))
+            .prop_map(|(n, v)| format!("  sweep {n} in {}", bracket("[", v, "]"))),
+        1 => (value(), "<=|>=|==|!=|<|>", value())
+            .prop_map(|(a, op, b)| format!("  expect {a} {op} {b}")),
     ])
 }
 

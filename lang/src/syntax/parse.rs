@@ -6,7 +6,7 @@
 //! [`MAX_DEPTH`] are rejected before pest sees the text, and operator chains are folded with
 //! explicit stacks and the same depth limit.
 
-use pest::iterators::Pair;
+use pest::iterators::{Pair, Pairs};
 use pest::Parser as _;
 
 use super::ast::*;
@@ -26,62 +26,53 @@ pub const MAX_DEPTH: usize = 64;
 /// out) and a diagnostic for each broken declaration.
 pub fn parse_file(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     pest::set_error_detail(true);
+    let mut out = File { items: Vec::new(), comments: Vec::new() };
     if let Some(offset) = too_deep(text) {
         let diag = Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, offset, offset + 1));
-        return (File { items: Vec::new(), comments: Vec::new() }, vec![diag]);
+        return (out, vec![diag]);
     }
-    let mut out = File { items: Vec::new(), comments: Vec::new() };
     let mut diags = Vec::new();
     let mut start = 0;
-    while start <= text.len() {
-        match parse_chunk(file, text, start, text.len()) {
-            Ok(()) if start == 0 => return parse_ok(file, text),
-            Ok(()) => {
-                let (chunk, chunk_diags) = build_chunk(file, text, start, text.len());
-                merge(&mut out, chunk, &mut diags, chunk_diags);
+    while start < text.len() || (start == 0 && text.is_empty()) {
+        let err_pos = match Grammar::parse(Rule::file, &text[start..]) {
+            Ok(pairs) => {
+                build(file, start, pairs, &mut out, &mut diags);
                 break;
             }
-            Err(err_pos) => {
-                // Keep what parses before the broken declaration, report it, resume at the next one.
-                let decl_start = segment_start(text, start, err_pos);
-                if decl_start > start {
-                    if parse_chunk(file, text, start, decl_start).is_ok() {
-                        let (chunk, chunk_diags) = build_chunk(file, text, start, decl_start);
-                        merge(&mut out, chunk, &mut diags, chunk_diags);
-                    } else {
-                        diags.push(syntax_error(file, text, start, decl_start));
-                    }
-                }
-                let resume = next_segment(text, err_pos.max(decl_start + 1));
-                diags.push(syntax_error(file, text, decl_start, resume));
-                if resume >= text.len() {
-                    break;
-                }
-                start = resume;
+            Err(e) => start + error_offset(&e),
+        };
+        // Keep what parses before the broken declaration, report it, resume at the next one.
+        let decl_start = segment_start(text, start, err_pos);
+        if decl_start > start {
+            match Grammar::parse(Rule::file, &text[start..decl_start]) {
+                Ok(pairs) => build(file, start, pairs, &mut out, &mut diags),
+                Err(_) => diags.push(syntax_error(file, text, start, decl_start)),
             }
         }
+        let resume = next_segment(text, err_pos.max(decl_start + 1));
+        diags.push(syntax_error(file, text, decl_start, resume));
+        start = resume;
     }
-    out.comments = collect_comments(file, text);
     (out, diags)
 }
 
-fn parse_ok(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
-    let (mut f, diags) = build_chunk(file, text, 0, text.len());
-    f.comments = collect_comments(file, text);
-    (f, diags)
-}
-
-fn merge(out: &mut File, chunk: File, diags: &mut Vec<Diagnostic>, chunk_diags: Vec<Diagnostic>) {
-    out.items.extend(chunk.items);
-    diags.extend(chunk_diags);
-}
-
-/// Parses `text[start..end]` as a file; `Err` holds the absolute offset of the error.
-fn parse_chunk(_file: FileId, text: &str, start: usize, end: usize) -> Result<(), usize> {
-    match Grammar::parse(Rule::file, &text[start..end]) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(start + error_offset(&e)),
+/// Adds the items and comments of a successfully parsed chunk starting at `offset`.
+fn build(file: FileId, offset: usize, mut pairs: Pairs<'_, Rule>, out: &mut File, diags: &mut Vec<Diagnostic>) {
+    let top = pairs.next().expect("the file rule matched");
+    for p in top.clone().into_inner().flatten().filter(|p| p.as_rule() == Rule::COMMENT) {
+        let span = p.as_span();
+        out.comments.push(Comment {
+            text: p.as_str().trim_end().to_string(),
+            span: Span::new(file, offset + span.start(), offset + span.end()),
+        });
     }
+    let mut b = Builder { file, offset, diags: Vec::new() };
+    for p in inner(top) {
+        if p.as_rule() != Rule::EOI {
+            out.items.extend(b.item(p));
+        }
+    }
+    diags.extend(b.diags);
 }
 
 fn error_offset(e: &pest::error::Error<Rule>) -> usize {
@@ -174,43 +165,6 @@ fn too_deep(text: &str) -> Option<usize> {
     None
 }
 
-fn collect_comments(file: FileId, text: &str) -> Vec<Comment> {
-    // Comments are found by the grammar itself, so `#` inside strings is never one.
-    let mut comments = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        match Grammar::parse(Rule::file, &text[start..]) {
-            Ok(pairs) => {
-                for p in pairs.flatten().filter(|p| p.as_rule() == Rule::COMMENT) {
-                    let span = p.as_span();
-                    comments.push(Comment {
-                        text: p.as_str().trim_end().to_string(),
-                        span: Span::new(file, start + span.start(), start + span.end()),
-                    });
-                }
-                break;
-            }
-            Err(e) => {
-                let err = start + error_offset(&e);
-                let decl = segment_start(text, start, err);
-                if decl > start {
-                    if let Ok(pairs) = Grammar::parse(Rule::file, &text[start..decl]) {
-                        for p in pairs.flatten().filter(|p| p.as_rule() == Rule::COMMENT) {
-                            let span = p.as_span();
-                            comments.push(Comment {
-                                text: p.as_str().trim_end().to_string(),
-                                span: Span::new(file, start + span.start(), start + span.end()),
-                            });
-                        }
-                    }
-                }
-                start = next_segment(text, err.max(decl + 1));
-            }
-        }
-    }
-    comments
-}
-
 /// Parses a lone value: `text[offset..]`, the right-hand side of `--set stage.param=VALUE`.
 pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Vec<Diagnostic>> {
     pest::set_error_detail(true);
@@ -230,22 +184,6 @@ pub fn parse_value(file: FileId, text: &str, offset: usize) -> Result<Expr, Vec<
     }
 }
 
-fn build_chunk(file: FileId, text: &str, start: usize, end: usize) -> (File, Vec<Diagnostic>) {
-    let mut b = Builder { file, offset: start, diags: Vec::new() };
-    let mut items = Vec::new();
-    if let Ok(mut pairs) = Grammar::parse(Rule::file, &text[start..end]) {
-        let top = pairs.next().expect("file rule matched");
-        for p in inner(top) {
-            if p.as_rule() != Rule::EOI {
-                if let Some(item) = b.item(p) {
-                    items.push(item);
-                }
-            }
-        }
-    }
-    (File { items, comments: Vec::new() }, b.diags)
-}
-
 /// The children of a pair, without comments (they are collected separately).
 fn inner(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
     pair.into_inner().filter(|p| p.as_rule() != Rule::COMMENT)
@@ -259,9 +197,28 @@ struct Builder {
 }
 
 impl Builder {
+    /// The span of a pair's code. pest lets a rule run on over the whitespace and comments it
+    /// skipped before an optional part that then did not match (`x = 1  # note` would end
+    /// after the note); those are trimmed off.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        let s = pair.as_span();
-        Span::new(self.file, self.offset + s.start(), self.offset + s.end())
+        let start = pair.as_span().start();
+        let text = pair.as_str();
+        let comments: Vec<(usize, usize)> = pair
+            .clone()
+            .into_inner()
+            .flatten()
+            .filter(|p| p.as_rule() == Rule::COMMENT)
+            .map(|p| (p.as_span().start() - start, p.as_span().end() - start))
+            .collect();
+        let mut len = text.len();
+        loop {
+            len = text[..len].trim_end().len();
+            match comments.iter().find(|(_, end)| *end == len) {
+                Some((comment_start, _)) => len = *comment_start,
+                None => break,
+            }
+        }
+        Span::new(self.file, self.offset + start, self.offset + start + len)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
