@@ -37,12 +37,12 @@ codes! {
     DISTRIBUTION_METRIC_ON_SEG = "E0111", Error, "FID, KID or CMMD computed on segmentation masks";
     MIN_SNR_RFLOW = "E0112", Error, "min-SNR loss weighting with rectified flow";
     SEG_NOT_THRESHOLDED = "E0113", Error, "generated masks evaluated without thresholding";
-    EMPTY_VALIDATION = "E0114", Error, "a training stage has an empty validation split";
+    EMPTY_SPLIT = "E0114", Error, "a stage needs a dataset split that is empty";
     BAD_SPLIT = "E0115", Error, "split fractions do not add up to 1";
     SPACING_SHAPE = "E0116", Error, "voxel spacing and shape disagree";
     SIZE_MISMATCH = "E0117", Error, "a spatial size the model or compressor cannot divide";
     DIMS_MISMATCH = "E0118", Error, "2D and 3D stages mixed where they cannot be";
-    SAMPLING_SETUP = "E0119", Error, "a sampler's decoder or guidance does not fit its denoiser";
+    SAMPLING_SETUP = "E0119", Error, "classifier-free guidance or a decoder that does not fit the denoiser";
     METRIC_NOT_APPLICABLE = "E0120", Error, "a metric that cannot be computed on what is evaluated";
     SCOREAUG_WITHOUT_OMEGA = "E0121", Error, "ScoreAug rotations or flips without omega conditioning";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
@@ -70,7 +70,7 @@ pub enum Pitfall {
     DistributionMetricOnSeg { metric: String },
     MinSnrWithRflow,
     SegNotThresholded,
-    EmptyValidation { dataset: String, volumes: i64, fraction: f64 },
+    EmptySplit { dataset: String, split: &'static str, purpose: &'static str, fraction: f64, volumes: Option<i64> },
     SplitSum { sum: f64 },
     SpacingShape { spacing: usize, shape: usize },
     NotDivisible { what: String, size: i64, factor: i64, axis: &'static str },
@@ -86,7 +86,8 @@ pub enum Pitfall {
     MsSsimTooManyScales { scales: i64, size: i64, max: i64 },
     ScoreAugWithoutOmega { transforms: Vec<String> },
     StructuredLatentF32,
-    LatentWithoutStabilisers,
+    LatentWithoutStabilisers { missing: Vec<String> },
+    CfgDropoutUnconditional { mode: String },
     MsSsimFewScales { scales: i64, size: i64 },
 }
 
@@ -134,15 +135,18 @@ impl fmt::Display for Pitfall {
             BatchAugmentInDiffusion { method } => {
                 write!(f, "batch augmentation `{method}` is used for diffusion training")
             }
-            DistributionMetricOnSeg { metric } => write!(f, "`{metric}` on generated segmentation masks"),
+            DistributionMetricOnSeg { metric } => write!(f, "`{metric}` on segmentation masks"),
             MinSnrWithRflow => write!(f, "min-SNR weighting is defined for DDPM noise schedules, not rectified flow"),
             SegNotThresholded => {
                 write!(f, "generated masks are evaluated as soft probabilities (`binarize_seg = false`)")
             }
-            EmptyValidation { dataset, volumes, fraction } => write!(
-                f,
-                "the validation split of `{dataset}` is empty ({fraction} of {volumes} volumes rounds to none)"
-            ),
+            EmptySplit { dataset, split, purpose, fraction, volumes } => match volumes {
+                Some(n) if *fraction > 0.0 => write!(
+                    f,
+                    "the {split} split of `{dataset}`, needed for {purpose}, is empty ({fraction} of {n} patients rounds to none)"
+                ),
+                _ => write!(f, "the {split} split of `{dataset}`, needed for {purpose}, is empty (fraction {fraction})"),
+            },
             SplitSum { sum } => write!(f, "split fractions add up to {sum}, not 1"),
             SpacingShape { spacing, shape } => write!(f, "`spacing` has {spacing} entries but `shape` has {shape}"),
             NotDivisible { what, size, factor, axis } => {
@@ -171,14 +175,20 @@ impl fmt::Display for Pitfall {
                 "`{metric}` compares each sample with its own reference, but mode `{mode}` samples are unconditional"
             ),
             MaskMetricOnImages { metric } => write!(f, "`{metric}` measures masks, and these samples are images"),
+            MsSsimTooManyScales { size, max: 0, .. } => {
+                write!(f, "images of {size} pixels are too small for MS-SSIM's 11-pixel window")
+            }
             MsSsimTooManyScales { scales, size, max } => {
-                write!(f, "MS-SSIM with {scales} scales needs images larger than {size} pixels allow (at most {max})")
+                write!(f, "MS-SSIM with {scales} scales needs larger images than {size} pixels (they allow {max})")
             }
             ScoreAugWithoutOmega { transforms } => {
                 write!(f, "ScoreAug transforms {} without omega conditioning", names(transforms))
             }
             StructuredLatentF32 => write!(f, "a structured latent with f32 compression has only 32 channels"),
-            LatentWithoutStabilisers => write!(f, "latent diffusion without `warmup` or `grad_clip`"),
+            LatentWithoutStabilisers { missing } => write!(f, "latent diffusion without {}", names(missing)),
+            CfgDropoutUnconditional { mode } => {
+                write!(f, "`cfg_dropout` on mode `{mode}`, which has no condition to drop")
+            }
             MsSsimFewScales { scales, size } => {
                 write!(f, "MS-SSIM runs with {scales} scale{} at {size} pixels", if *scales == 1 { "" } else { "s" })
             }
@@ -203,20 +213,22 @@ impl DiagnosticKind for Pitfall {
             DistributionMetricOnSeg { .. } => &DISTRIBUTION_METRIC_ON_SEG,
             MinSnrWithRflow => &MIN_SNR_RFLOW,
             SegNotThresholded => &SEG_NOT_THRESHOLDED,
-            EmptyValidation { .. } => &EMPTY_VALIDATION,
+            EmptySplit { .. } => &EMPTY_SPLIT,
             SplitSum { .. } => &BAD_SPLIT,
             SpacingShape { .. } => &SPACING_SHAPE,
             NotDivisible { .. } | AttentionLevels { .. } => &SIZE_MISMATCH,
             Model3dOn2d { .. } | DimsMismatch { .. } => &DIMS_MISMATCH,
-            DecoderMissing | DecoderUnneeded | GuidanceUntrained { .. } | GuidanceUnconditional { .. } => {
-                &SAMPLING_SETUP
-            }
+            DecoderMissing
+            | DecoderUnneeded
+            | GuidanceUntrained { .. }
+            | GuidanceUnconditional { .. }
+            | CfgDropoutUnconditional { .. } => &SAMPLING_SETUP,
             PairedMetricUnpaired { .. } | MaskMetricOnImages { .. } | MsSsimTooManyScales { .. } => {
                 &METRIC_NOT_APPLICABLE
             }
             ScoreAugWithoutOmega { .. } => &SCOREAUG_WITHOUT_OMEGA,
             StructuredLatentF32 => &STRUCTURED_LATENT_F32,
-            LatentWithoutStabilisers => &LATENT_WITHOUT_STABILISERS,
+            LatentWithoutStabilisers { .. } => &LATENT_WITHOUT_STABILISERS,
             MsSsimFewScales { .. } => &MS_SSIM_SCALES,
         }
     }
@@ -256,9 +268,10 @@ impl DiagnosticKind for Pitfall {
             }
             MinSnrWithRflow => "remove `min_snr`, or use `strategy = ddpm`".into(),
             SegNotThresholded => "remove `binarize_seg = false`; thresholds are set with `seg_threshold`".into(),
-            EmptyValidation { .. } => {
+            EmptySplit { split: "val", .. } => {
                 "raise `split.val` or `volumes`: the best checkpoint is chosen on validation loss".into()
             }
+            EmptySplit { split, .. } => format!("raise `split.{split}` or `volumes`"),
             SplitSum { .. } => "make `train + val + test` equal 1".into(),
             SpacingShape { .. } => {
                 "give one spacing per axis, in the same (depth, height, width) order as `shape`".into()
@@ -271,6 +284,7 @@ impl DiagnosticKind for Pitfall {
             DecoderUnneeded => "remove `decoder`".into(),
             GuidanceUntrained { .. } => "set `cfg_dropout = 0.1` in the diffuse stage, or `guidance = 1.0`".into(),
             GuidanceUnconditional { .. } => "use `guidance = 1.0`".into(),
+            CfgDropoutUnconditional { .. } => "set `cfg_dropout = 0`; guidance needs a conditioned mode".into(),
             PairedMetricUnpaired { .. } => {
                 "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into()
             }
@@ -278,7 +292,7 @@ impl DiagnosticKind for Pitfall {
             MsSsimTooManyScales { max, .. } => format!("set `ms_ssim_scales = {max}` or evaluate larger images"),
             ScoreAugWithoutOmega { .. } => "set `omega: true`, or use only translation and cutout".into(),
             StructuredLatentF32 => "use `structured_latent: false` for f32, or f64/f128 compression".into(),
-            LatentWithoutStabilisers => {
+            LatentWithoutStabilisers { .. } => {
                 "set `warmup = 10` and `grad_clip = 0.5`, as in the seeds' stable latent runs".into()
             }
             MsSsimFewScales { .. } => {

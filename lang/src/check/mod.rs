@@ -67,6 +67,14 @@ pub fn check_source(name: &str, text: &str, overrides: &[String], registry: &dyn
     check_loaded(sources, root, overrides, registry)
 }
 
+/// Checks `text` as if it were the contents of the file at `path` (an editor's unsaved buffer,
+/// or a reformatted file): diagnostics name `path`, and `use` paths resolve beside it.
+pub fn check_text_at(path: &Path, text: &str, overrides: &[String], registry: &dyn Registry) -> Report {
+    let mut sources = SourceMap::new();
+    let root = sources.add(path.display().to_string(), Some(path), text);
+    check_loaded(sources, root, overrides, registry)
+}
+
 fn check_loaded(
     mut sources: SourceMap,
     root: crate::source::FileId,

@@ -131,11 +131,12 @@ impl StageKind for Compress {
             cx.error(Pitfall::PerceptualLossOnSeg { what: "a mask compressor".into() }, span);
         }
         check_gan_betas(cx);
-        data.require_validation(cx, cx.decl_span);
+        data.require_training_splits(cx, cx.decl_span);
 
         let model_span = cx.span_of("model");
         let mut model = cx.value("model").clone();
         let dims = fill_dims(cx, &mut model, data.dims);
+        check_not_3d_on_2d(cx, &model, dims, data.dims);
         if model.variant() == Some("dcae")
             && model.get("compression").and_then(Value::as_str) == Some("f32")
             && model.get("structured_latent").and_then(Value::as_bool) == Some(true)
@@ -169,10 +170,8 @@ impl StageKind for Compress {
     }
 }
 
-/// Fills a model's `dims` from the data when the file leaves it out, and reports a 3D model on
-/// 2D data. Returns the model's dims.
+/// Fills a model's `dims` from the data when the file leaves it out. Returns the model's dims.
 pub(crate) fn fill_dims(cx: &mut DeriveCx<'_>, model: &mut Value, data_dims: i64) -> i64 {
-    let span = cx.span_of("model");
     let dims = match model.get("dims").and_then(Value::as_i64) {
         Some(d) => d,
         None => {
@@ -183,11 +182,15 @@ pub(crate) fn fill_dims(cx: &mut DeriveCx<'_>, model: &mut Value, data_dims: i64
             data_dims
         }
     };
-    if dims == 3 && data_dims == 2 {
-        let what = model.variant().unwrap_or("model").to_string();
-        cx.error(Pitfall::Model3dOn2d { model: what }, span);
-    }
     dims
+}
+
+/// A 3D model cannot run on a 2D dataset (a 2D model on a 3D one runs on its slices).
+pub(crate) fn check_not_3d_on_2d(cx: &mut DeriveCx<'_>, model: &Value, dims: i64, data_dims: i64) {
+    if dims == 3 && data_dims == 2 {
+        let span = cx.span_of("model");
+        cx.error(Pitfall::Model3dOn2d { model: model.variant().unwrap_or("model").to_string() }, span);
+    }
 }
 
 /// The spatial axes a model of `dims` dimensions sees in data of `shape`: a 2D model runs on

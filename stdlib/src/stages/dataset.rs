@@ -13,17 +13,17 @@ use crate::vocab::{modalities, names};
 use super::derive_seed;
 
 fn split_param() -> ParamSig {
-    let fraction = |name, default, doc| {
-        ParamSig::new(name, Type::float(0.0, 1.0), ParamDefault::Value(Value::Float(default)), doc)
-    };
+    // Each fraction is required once a split is written, so a partial record is an error, not a
+    // silent mix with the defaults.
+    let fraction = |name, doc| ParamSig::new(name, Type::float(0.0, 1.0), ParamDefault::Required, doc);
     ParamSig::new(
         "split",
         Type::Record {
             of: "split",
             fields: vec![
-                fraction("train", 0.75, "fraction of patients for training"),
-                fraction("val", 0.125, "fraction for validation (model selection)"),
-                fraction("test", 0.125, "fraction held out for evaluation"),
+                fraction("train", "fraction of patients for training"),
+                fraction("val", "fraction for validation (model selection)"),
+                fraction("test", "fraction held out for evaluation"),
             ],
         },
         ParamDefault::Value(Value::Record(
@@ -231,12 +231,14 @@ fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Ve
     o.value("shape", shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())));
     o.value("spacing", cx.value("spacing").clone());
     o.value("volumes", volumes.map_or(Value::None, Value::Int));
-    o.value("val_fraction", Value::Float(fractions.val));
     if let Some(n) = volumes {
         let counts = split_counts(n as usize, &fractions);
         o.value("train_volumes", Value::Int(counts.train as i64));
         o.value("val_volumes", Value::Int(counts.val as i64));
         o.value("test_volumes", Value::Int(counts.test as i64));
+    }
+    for (name, fraction) in [("train", fractions.train), ("val", fractions.val), ("test", fractions.test)] {
+        o.value(&format!("{name}_fraction"), Value::Float(fraction));
     }
     for part in ["train", "val", "test"] {
         o.fields.insert(part.to_string(), Field::Data(DataKind::Dataset));

@@ -13,7 +13,7 @@ use medgen_lang::value::Value;
 use crate::pitfalls::Pitfall;
 use crate::vocab::{self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG};
 
-use super::compress::{check_divisible, fill_dims, model_axes};
+use super::compress::{check_divisible, check_not_3d_on_2d, fill_dims, model_axes};
 use super::{derive_seed, with_metrics, DatasetView};
 
 pub struct Diffuse {
@@ -148,7 +148,7 @@ impl StageKind for Diffuse {
             needed.push(SEG.into());
         }
         data.require(cx, &needed, &format!("mode `{mode_name}`"), mode_span);
-        data.require_validation(cx, cx.decl_span);
+        data.require_training_splits(cx, cx.decl_span);
 
         let (out_channels, data_dims, shape) = if latent {
             let encoded = upstream.get_value("images").map(strings).unwrap_or_default();
@@ -174,6 +174,9 @@ impl StageKind for Diffuse {
 
         let mut model = cx.value("model").clone();
         let dims = fill_dims(cx, &mut model, data_dims);
+        if !latent {
+            check_not_3d_on_2d(cx, &model, dims, data_dims);
+        }
         if latent && dims != data_dims {
             let span = cx.span_of("model");
             cx.error(Pitfall::DimsMismatch { compressor: data_dims, model: dims }, span);
@@ -182,8 +185,14 @@ impl StageKind for Diffuse {
         if let Some(shape) = &shape {
             check_model_size(cx, &model, shape, dims);
         }
-        if latent && cx.value("warmup").as_i64() == Some(0) && cx.value("grad_clip").is_none() {
-            cx.error(Pitfall::LatentWithoutStabilisers, cx.decl_span);
+        let missing = missing_stabilisers(cx);
+        if latent && !missing.is_empty() {
+            cx.error(Pitfall::LatentWithoutStabilisers { missing }, cx.decl_span);
+        }
+        let mode_conditioned = vocab::mode_conditions_on_seg(&mode_name) || mode_name == "seg_conditioned";
+        if !mode_conditioned && cx.value("cfg_dropout").as_f64().unwrap_or(0.0) > 0.0 {
+            let span = cx.span_of("cfg_dropout");
+            cx.error(Pitfall::CfgDropoutUnconditional { mode: mode_name.clone() }, span);
         }
         if !latent && cx.value("augmented_diffusion").as_bool() == Some(true) {
             let span = cx.span_of("augmented_diffusion");
@@ -209,7 +218,8 @@ impl StageKind for Diffuse {
             .value("in_channels", Value::Int(in_channels))
             .value("out_channels", Value::Int(out_channels))
             .value("dims", Value::Int(dims))
-            .value("conditioned", Value::Bool(seg_cond))
+            .value("conditioned", Value::Bool(mode_conditioned))
+            .value("paired", Value::Bool(seg_cond))
             .value("cfg_trained", Value::Bool(cfg))
             .value("shape", shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())))
             .value("pixel_shape", pixel_shape)
@@ -217,6 +227,18 @@ impl StageKind for Diffuse {
             .value("compressor", upstream.get_value("compressor").cloned().unwrap_or(Value::None));
         with_metrics(o, &["train_loss", "val_loss"])
     }
+}
+
+/// What the seeds' stable latent runs had and this stage lacks: warm-up, gradient clipping.
+fn missing_stabilisers(cx: &DeriveCx<'_>) -> Vec<String> {
+    let mut missing = Vec::new();
+    if cx.value("warmup").as_i64() == Some(0) {
+        missing.push("warmup".to_string());
+    }
+    if cx.value("grad_clip").is_none() {
+        missing.push("grad_clip".to_string());
+    }
+    missing
 }
 
 /// Training-recipe pitfalls that need only the stage's own parameters.

@@ -12,7 +12,7 @@ use crate::pitfalls::Pitfall;
 use crate::vocab::strings;
 
 use super::compress::latent_shape;
-use super::DatasetView;
+use super::{split_fields, DatasetView};
 
 pub struct Encode {
     sig: Signature,
@@ -68,6 +68,7 @@ impl StageKind for Encode {
         };
         let comp = comp.outputs.clone();
         let data_span = view.span;
+        let view_outputs = view.outputs.clone();
         let data = DatasetView::read(view);
         let images = comp.get_value("images").map(strings).unwrap_or_default();
         data.require(cx, &images, "the compressor", data_span);
@@ -93,9 +94,12 @@ impl StageKind for Encode {
                 data.shape.clone().map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())),
             )
             .value("data_dims", Value::Int(data.dims))
-            .value("volumes", data.volumes.map_or(Value::None, Value::Int))
-            .value("val_volumes", data.val_volumes.map_or(Value::None, Value::Int))
-            .value("val_fraction", Value::Float(data.val_fraction));
+            .value("volumes", data.volumes.map_or(Value::None, Value::Int));
+        for field in split_fields() {
+            if let Some(v) = view_outputs.get_value(&field) {
+                o.value(&field, v.clone());
+            }
+        }
         o
     }
 }

@@ -129,6 +129,7 @@ impl StageKind for Evaluate {
         let generated = subject.kind == DataKind::Samples;
         let subject_out = subject.outputs.clone();
         let reference_span = reference.span;
+        let reference_split = reference.field.map(str::to_string);
         let reference = DatasetView::read(reference);
         let images = subject_out.get_value("images").map(strings).unwrap_or_default();
         let seg_output = if generated {
@@ -136,21 +137,26 @@ impl StageKind for Evaluate {
         } else {
             images == [SEG]
         };
-        let unconditional = generated && subject_out.get_value("conditioned").and_then(Value::as_bool) != Some(true);
+        // Generated samples pair with reference volumes only when they were conditioned on the
+        // reference masks; a compressor's reconstructions always do.
+        let unpaired = generated && subject_out.get_value("paired").and_then(Value::as_bool) != Some(true);
         let mode = subject_out.get_value("mode").and_then(Value::as_str).unwrap_or("").to_string();
-        reference.require(cx, &images, "the evaluated images", reference_span);
+        reference.require(cx, &images, "evaluation", reference_span);
+        if let Some(split) = reference_split {
+            reference.require_split(cx, &split, "evaluation", reference_span);
+        }
 
         let metrics = strings(cx.value("metrics"));
         let span = cx.span_of("metrics");
         for metric in &metrics {
             let m = metric.as_str();
-            if seg_output && generated && DISTRIBUTION_METRICS.contains(&m) {
+            if seg_output && DISTRIBUTION_METRICS.contains(&m) {
                 cx.error(Pitfall::DistributionMetricOnSeg { metric: metric.clone() }, span);
             } else if seg_output && PERCEPTUAL_METRICS.contains(&m) {
                 cx.error(Pitfall::PerceptualMetricOnSeg { metric: metric.clone() }, span);
             } else if !seg_output && MASK_METRICS.contains(&m) {
                 cx.error(Pitfall::MaskMetricOnImages { metric: metric.clone() }, span);
-            } else if unconditional && PAIRED_METRICS.contains(&m) {
+            } else if unpaired && PAIRED_METRICS.contains(&m) {
                 cx.error(Pitfall::PairedMetricUnpaired { metric: metric.clone(), mode: mode.clone() }, span);
             }
         }

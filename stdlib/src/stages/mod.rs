@@ -18,6 +18,7 @@ pub use sample::Sample;
 pub use shell::Shell;
 
 use medgen_lang::signature::{DeriveCx, InputView, Outputs};
+use medgen_lang::source::Span;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
@@ -31,8 +32,23 @@ pub(crate) struct DatasetView {
     pub shape: Option<Vec<i64>>,
     pub dims: i64,
     pub volumes: Option<i64>,
-    pub val_volumes: Option<i64>,
-    pub val_fraction: f64,
+    /// Fraction and (when the patient count is known) size of each split.
+    pub splits: Vec<SplitView>,
+}
+
+/// One split of a dataset as stages see it.
+pub(crate) struct SplitView {
+    pub name: &'static str,
+    pub fraction: f64,
+    pub volumes: Option<i64>,
+}
+
+/// The splits every dataset has, in order.
+pub(crate) const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// Output fields that carry a dataset's splits downstream (`encode` passes them on).
+pub(crate) fn split_fields() -> impl Iterator<Item = String> {
+    SPLITS.iter().flat_map(|s| [format!("{s}_fraction"), format!("{s}_volumes")])
 }
 
 impl DatasetView {
@@ -47,8 +63,14 @@ impl DatasetView {
             shape: ints(o.get_value("shape")),
             dims: o.get_value("dims").and_then(Value::as_i64).unwrap_or(3),
             volumes: o.get_value("volumes").and_then(Value::as_i64),
-            val_volumes: o.get_value("val_volumes").and_then(Value::as_i64),
-            val_fraction: o.get_value("val_fraction").and_then(Value::as_f64).unwrap_or(0.0),
+            splits: SPLITS
+                .iter()
+                .map(|name| SplitView {
+                    name,
+                    fraction: o.get_value(&format!("{name}_fraction")).and_then(Value::as_f64).unwrap_or(0.0),
+                    volumes: o.get_value(&format!("{name}_volumes")).and_then(Value::as_i64),
+                })
+                .collect(),
         }
     }
 
@@ -76,14 +98,28 @@ impl DatasetView {
         false
     }
 
-    /// A training stage must be able to validate (seed pitfall 39).
-    pub fn require_validation(&self, cx: &mut DeriveCx<'_>, span: medgen_lang::source::Span) {
-        if let (Some(0), Some(volumes)) = (self.val_volumes, self.volumes) {
-            cx.error(
-                Pitfall::EmptyValidation { dataset: self.name.clone(), volumes, fraction: self.val_fraction },
-                span,
-            );
+    /// Reports the split `name` when it holds no patient: a training stage needs `train` and
+    /// `val` (a best checkpoint needs a real validation, seed pitfall 39), an evaluation its
+    /// reference split. A split is empty when its fraction is 0, or when it rounds to no
+    /// patient of a known count.
+    pub fn require_split(&self, cx: &mut DeriveCx<'_>, name: &str, purpose: &'static str, span: Span) {
+        let Some(split) = self.splits.iter().find(|s| s.name == name) else { return };
+        if split.fraction == 0.0 || split.volumes == Some(0) {
+            let kind = Pitfall::EmptySplit {
+                dataset: self.name.clone(),
+                split: split.name,
+                purpose,
+                fraction: split.fraction,
+                volumes: self.volumes,
+            };
+            cx.error(kind, span);
         }
+    }
+
+    /// A training stage trains on `train` and selects its best checkpoint on `val`.
+    pub fn require_training_splits(&self, cx: &mut DeriveCx<'_>, span: Span) {
+        self.require_split(cx, "train", "training", span);
+        self.require_split(cx, "val", "validation", span);
     }
 }
 

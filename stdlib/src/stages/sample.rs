@@ -126,7 +126,7 @@ impl StageKind for Sample {
             }
         }
         let mut o = Outputs::default();
-        for key in ["mode", "images", "dims", "conditioned", "modalities"] {
+        for key in ["mode", "images", "dims", "conditioned", "paired", "modalities"] {
             if let Some(v) = den.get_value(key) {
                 o.value(key, v.clone());
             }
