@@ -111,6 +111,8 @@ struct Rendered {
     source: Option<NamedSource<String>>,
     labels: Vec<LabeledSpan>,
     related: Vec<Rendered>,
+    /// A note on another diagnostic (in another file), not a problem of its own.
+    note: bool,
 }
 
 impl Rendered {
@@ -131,6 +133,7 @@ impl Rendered {
                         source: Some(named_source(sources, *other)),
                         labels: vec![LabeledSpan::new_primary_with_span(None, to_miette(*other))],
                         related: Vec::new(),
+                        note: true,
                     });
                 }
             }
@@ -143,6 +146,7 @@ impl Rendered {
             source: diag.span.map(|s| named_source(sources, s)),
             labels,
             related,
+            note: false,
         }
     }
 }
@@ -165,15 +169,16 @@ impl fmt::Display for Rendered {
 impl std::error::Error for Rendered {}
 
 impl miette::Diagnostic for Rendered {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.code))
-    }
-
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.severity {
+            _ if self.note => miette::Severity::Advice,
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
         })
+    }
+
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        (!self.note).then(|| Box::new(self.code) as Box<dyn fmt::Display>)
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {

@@ -89,6 +89,9 @@ pub enum ErrorKind {
     Overflow,
     PlaceholderUnknown { placeholder: String, reason: String },
     UnusedConstant { name: String },
+    ConstantCycle { path: Vec<String> },
+    OverrideWholeStage { stage: String },
+    TooManyArguments { ctor: String, max: usize },
 }
 
 fn did_you_mean(f: &mut fmt::Formatter<'_>, suggestion: &Option<String>) -> fmt::Result {
@@ -137,6 +140,7 @@ impl fmt::Display for ErrorKind {
                 write!(f, "input `{input}` expects {expected}: a stage or dataset name")
             }
             MissingInput { input, expected } => write!(f, "missing input `{input}` ({expected})"),
+            TooManyInputs { kind, max: 0 } => write!(f, "`{kind}` takes no inputs"),
             TooManyInputs { kind, max } => {
                 write!(f, "`{kind}` takes at most {max} positional input{}", if *max == 1 { "" } else { "s" })
             }
@@ -178,6 +182,11 @@ impl fmt::Display for ErrorKind {
             Overflow => write!(f, "integer arithmetic overflows"),
             PlaceholderUnknown { placeholder, reason } => write!(f, "`{{{placeholder}}}` {reason}"),
             UnusedConstant { name } => write!(f, "constant `{name}` is never used"),
+            ConstantCycle { path } => write!(f, "constants refer to each other in a circle: {}", path.join(" -> ")),
+            OverrideWholeStage { stage } => write!(f, "`--set` names the whole of `{stage}`; it sets one parameter"),
+            TooManyArguments { ctor, max } => {
+                write!(f, "`{ctor}` takes at most {max} positional argument{}", if *max == 1 { "" } else { "s" })
+            }
         }
     }
 }
@@ -209,6 +218,9 @@ impl DiagnosticKind for ErrorKind {
             IntTooLarge | FloatNotFinite | NotANumber { .. } | DivisionByZero | Overflow => &ARITHMETIC,
             PlaceholderUnknown { .. } => &PLACEHOLDER,
             UnusedConstant { .. } => &UNUSED_CONSTANT,
+            ConstantCycle { .. } => &CYCLE,
+            OverrideWholeStage { .. } => &BAD_OVERRIDE,
+            TooManyArguments { .. } => &INPUT_COUNT,
         }
     }
 
@@ -230,11 +242,12 @@ impl DiagnosticKind for ErrorKind {
                 "declare it (`stage NAME = ...`, `dataset NAME = ...` or `NAME = value`) before using it".into()
             }
             UnknownField { fields, .. } if !fields.is_empty() => format!("its fields are {}", list(fields)),
-            UnknownField { .. } => "this stage has no fields to refer to".into(),
+            UnknownField { stage, .. } => format!("`{stage}` has no fields of its own"),
             Cycle { .. } => "a stage can only use outputs of stages that do not depend on it".into(),
             InputType { .. } | NotAStage { .. } => "see `medgen explain E0015` for what each stage takes".into(),
             MissingInput { input, .. } => format!("pass it in parentheses: `(…, {input}: NAME)`"),
-            TooManyInputs { .. } => "name the extra arguments (`name: value`)".into(),
+            TooManyInputs { max: 0, .. } => "it takes everything as parameters; `medgen stages KIND` lists them".into(),
+            TooManyInputs { .. } => "pass the extra values by name (`name: value`)".into(),
             UnknownParam { .. } => return None,
             GivenTwice { .. } => "keep one of them".into(),
             TypeMismatch { .. } => return None,
@@ -260,6 +273,9 @@ impl DiagnosticKind for ErrorKind {
             UnusedConstant { .. } => {
                 "use it in a value, or remove it; a misspelt reference elsewhere may mean to".into()
             }
+            ConstantCycle { .. } => "give one of them a value that does not refer back".into(),
+            OverrideWholeStage { stage } => format!("write `--set {stage}.PARAM=VALUE`"),
+            TooManyArguments { .. } => "name the extra arguments (`name: value`)".into(),
         })
     }
 }

@@ -154,9 +154,9 @@ impl Type {
             Type::Float { .. } => "a number".into(),
             Type::Str | Type::Template => "a string".into(),
             Type::Path => "a path (a string)".into(),
-            Type::Enum { of, .. } | Type::Variant { of, .. } => format!("a {of}"),
+            Type::Enum { of, .. } | Type::Variant { of, .. } => with_article(of),
             Type::List { item, .. } => format!("a list of {}", plural(&item.describe())),
-            Type::Record { of, .. } => format!("a {of} record `{{name: value, ...}}`"),
+            Type::Record { of, .. } => format!("{} record `{{name: value, ...}}`", with_article(of)),
             Type::Map { value } => format!("a record of {}", plural(&value.describe())),
             Type::Optional(inner) => format!("{} or `none`", inner.describe()),
             Type::Name => "a name".into(),
@@ -190,6 +190,12 @@ fn bound_text(b: &Bound, lower: bool) -> String {
         (false, false) => "below",
     };
     format!("{op} {}", Float(b.value))
+}
+
+/// `a mode`, `an augmentation preset`.
+fn with_article(noun: &str) -> String {
+    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']);
+    format!("{} {noun}", if vowel { "an" } else { "a" })
 }
 
 fn plural(s: &str) -> String {

@@ -289,6 +289,7 @@ impl DiagnosticKind for Pitfall {
                 "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into()
             }
             MaskMetricOnImages { .. } => "evaluate a seg-mode sampler with mask metrics".into(),
+            MsSsimTooManyScales { max: 0, .. } => "remove `ms_ssim` from `metrics`, or evaluate larger images".into(),
             MsSsimTooManyScales { max, .. } => format!("set `ms_ssim_scales = {max}` or evaluate larger images"),
             ScoreAugWithoutOmega { .. } => "set `omega: true`, or use only translation and cutout".into(),
             StructuredLatentF32 => "use `structured_latent: false` for f32, or f64/f128 compression".into(),

@@ -50,21 +50,14 @@ impl Checker<'_> {
         }
         let given = self.sort_given(&decl, &sig);
         let (inputs, upstream) = self.resolve_inputs(&decl, &sig, &given);
-        let inputs_ok = self.error_count() == errors_before && inputs.len() == given.inputs.len();
+        let inputs_ok = inputs.len() == given.inputs.len();
         let params = self.resolve_params(&decl, &sig, &given);
         let sweeps = self.resolve_sweeps(&sig, &given);
-        let required_given = sig
-            .params
-            .iter()
-            .filter(|p| p.default == ParamDefault::Required)
-            .all(|p| params.contains_key(p.name) || sweeps.iter().any(|s| s.param == p.name));
-        if !inputs_ok || !required_given {
-            // Without its inputs or required values the kind cannot derive anything worth
-            // reporting; guessing them would only invent errors.
+        if !inputs_ok || self.error_count() > errors_before {
+            // The domain rules would read defaults where the file's values failed, or miss an
+            // input, and invent errors; the ones reported are the real ones.
             return None;
         }
-        // Parameters that failed are left out (the kind reads their defaults), so the domain
-        // rules still report what else is wrong in the same run.
         let outputs = self.derive_all(kind, &decl, &params, &sweeps, &inputs, &upstream, seed)?;
         let expects = self.resolve_expects(sig.kind, &given, &outputs);
         if self.error_count() > errors_before {
@@ -174,8 +167,7 @@ impl Checker<'_> {
                 if self.constants.contains_key(&head.name) {
                     self.error(ErrorKind::NotAStage { input: input.name.to_string(), expected }, expr.span);
                 } else {
-                    let suggestion = nearest(&head.name, self.decls.iter().map(|d| d.name.name.as_str()));
-                    self.error(ErrorKind::UnknownName { name: head.name.clone(), suggestion }, head.span);
+                    self.unknown_name(head);
                 }
                 continue;
             }
@@ -240,10 +232,13 @@ impl Checker<'_> {
     fn resolve_params(&mut self, decl: &Decl, sig: &Signature, given: &Given<'_>) -> BTreeMap<String, Param> {
         let mut params = BTreeMap::new();
         let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        // Parameters a misspelt one was taken for: "did you mean `dir`?" says enough about them.
+        let mut suggested: Vec<String> = Vec::new();
         for (name, expr, origin) in &given.params {
             let Some(psig) = sig.param(&name.name) else {
                 let candidates = sig.params.iter().map(|p| p.name).chain(sig.inputs.iter().map(|i| i.name));
                 let suggestion = nearest(&name.name, candidates);
+                suggested.extend(suggestion.clone());
                 self.error(
                     ErrorKind::UnknownParam { name: name.name.clone(), kind: sig.kind.to_string(), suggestion },
                     name.span,
@@ -271,10 +266,11 @@ impl Checker<'_> {
                     params
                         .insert(psig.name.to_string(), Param { value: v.clone(), origin: Origin::Default, span: None });
                 }
+                ParamDefault::Required if suggested.iter().any(|s| s == psig.name) => {}
                 ParamDefault::Required => {
                     let kind = ErrorKind::MissingParam {
                         name: psig.name.to_string(),
-                        of: format!("`{}` stage `{}`", sig.kind, decl.name.name),
+                        of: format!("`{}` {} `{}`", sig.kind, decl.keyword.as_str(), decl.name.name),
                     };
                     self.error(kind, decl.name.span);
                 }

@@ -84,6 +84,8 @@ impl Checker<'_> {
                         self.unknown_variant(name, of, values.iter().copied(), e.span)
                     }
                 }
+                // `none` is a literal, but where a choice is literally named `none` it means that.
+                ExprKind::None if values.contains(&"none") => Some(Value::Enum("none".into())),
                 _ => self.by_reference(e, ty),
             },
             Type::Variant { of, ctors } => match &e.kind {
@@ -163,16 +165,28 @@ impl Checker<'_> {
         f: impl FnOnce(&mut Self, &Expr) -> Option<T>,
     ) -> Option<T> {
         if self.expanding.contains(&name.name) {
-            let mut path = self.expanding.clone();
+            let start = self.expanding.iter().position(|n| *n == name.name).unwrap_or(0);
+            let mut path = self.expanding[start..].to_vec();
             path.push(name.name.clone());
-            self.error(ErrorKind::Cycle { path }, name.span);
+            self.error(ErrorKind::ConstantCycle { path }, name.span);
             return None;
         }
         let binding = self.constants.get(&name.name)?.clone();
         self.used_constants.insert(name.name.clone());
         self.expanding.push(name.name.clone());
+        let before = self.diags.len();
         let v = f(self, &binding.value);
         self.expanding.pop();
+        // A constant's value is checked where it is used: point at the use too.
+        let note = format!("`{}` is used here", name.name);
+        for d in &mut self.diags[before..] {
+            if d.span.is_some_and(|s| {
+                binding.span.start <= s.start && s.end <= binding.span.end && s.file == binding.span.file
+            }) && !d.related.iter().any(|(s, _)| *s == name.span)
+            {
+                d.related.push((name.span, note.clone()));
+            }
+        }
         v
     }
 
@@ -221,8 +235,7 @@ impl Checker<'_> {
     pub(super) fn field_value(&mut self, segs: &[Ident], span: Span) -> Option<Value> {
         let head = &segs[0];
         if self.decl(&head.name).is_none() {
-            let suggestion = nearest(&head.name, self.known_names());
-            self.error(ErrorKind::UnknownName { name: head.name.clone(), suggestion }, head.span);
+            self.unknown_name(head);
             return None;
         }
         let Some(field) = segs.get(1) else {
@@ -271,6 +284,16 @@ impl Checker<'_> {
                 }
                 Some(v.clone())
             }
+            Some(Field::Data(_) | Field::File) if segs.len() > 2 => {
+                let kind = ErrorKind::UnknownField {
+                    stage: format!("{}.{}", head.name, field.name),
+                    field: segs[2].name.clone(),
+                    suggestion: None,
+                    fields: vec![],
+                };
+                self.error(kind, segs[2].span);
+                None
+            }
             Some(Field::Data(kind)) => {
                 let found = format!("`{}.{}`, {kind} (usable only as a stage input)", head.name, field.name);
                 self.error(ErrorKind::TypeMismatch { expected: "a value".into(), found }, span);
@@ -289,7 +312,8 @@ impl Checker<'_> {
 
     /// `{STAGE.OUTPUT}` placeholders must name a stage and one of its files.
     fn check_template_stages(&mut self, s: &str, span: Span) {
-        for (_, _, scope, field) in super::order::placeholders(s) {
+        for (start, end, scope, field) in super::order::placeholders(s) {
+            let span = super::order::placeholder_span(span, s, start, end);
             if super::order::PLACEHOLDER_SCOPES.contains(&scope) {
                 continue;
             }
@@ -334,7 +358,7 @@ impl Checker<'_> {
             }
         }
         if positional.len() > ctor.params.len() {
-            let kind = ErrorKind::TooManyInputs { kind: ctor.name.to_string(), max: ctor.params.len() };
+            let kind = ErrorKind::TooManyArguments { ctor: ctor.name.to_string(), max: ctor.params.len() };
             self.error(kind, positional[ctor.params.len()].span);
             return None;
         }
@@ -362,9 +386,12 @@ impl Checker<'_> {
         let mut out = BTreeMap::new();
         let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
         let mut ok = true;
+        // Fields a misspelt one was taken for: "did you mean `val`?" says enough about them.
+        let mut suggested: Vec<String> = Vec::new();
         for (name, expr) in given {
             let Some(sig) = sigs.iter().find(|s| s.name == name.name) else {
                 let suggestion = nearest(&name.name, sigs.iter().map(|s| s.name));
+                suggested.extend(suggestion.clone());
                 self.error(
                     ErrorKind::UnknownParam { name: name.name.clone(), kind: of.to_string(), suggestion },
                     name.span,
@@ -396,7 +423,9 @@ impl Checker<'_> {
                     out.insert(sig.name.to_string(), v.clone());
                 }
                 ParamDefault::Required => {
-                    self.error(ErrorKind::MissingParam { name: sig.name.to_string(), of: format!("`{of}`") }, span);
+                    if !suggested.iter().any(|s| s == sig.name) {
+                        self.error(ErrorKind::MissingParam { name: sig.name.to_string(), of: format!("`{of}`") }, span);
+                    }
                     ok = false;
                 }
                 ParamDefault::Derived(_) => {}
@@ -465,8 +494,7 @@ impl Checker<'_> {
                 }
             }
             ExprKind::Path(segs) => {
-                let suggestion = nearest(&segs[0].name, self.known_names());
-                self.error(ErrorKind::UnknownName { name: segs[0].name.clone(), suggestion }, segs[0].span);
+                self.unknown_name(&segs[0]);
                 None
             }
             _ => {

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::Diagnostic;
 use crate::errors::ErrorKind;
 use crate::source::{FileId, SourceMap, Span};
-use crate::syntax::ast::Item;
+use crate::syntax::ast::{Ident, Item};
 use crate::syntax::parse_file;
 
-pub(super) fn load(sources: &mut SourceMap, root: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Item> {
-    let mut loader = Loader { reading: Vec::new(), read: Vec::new(), items: Vec::new() };
+/// The items of the root file and every file it uses, and the names of declarations that
+/// could not be parsed.
+pub(super) fn load(sources: &mut SourceMap, root: FileId, diags: &mut Vec<Diagnostic>) -> (Vec<Item>, Vec<Ident>) {
+    let mut loader = Loader { reading: Vec::new(), read: Vec::new(), items: Vec::new(), broken: Vec::new() };
     let root_path = sources.get(root).path.as_deref().and_then(|p| p.canonicalize().ok());
     loader.file(sources, root, root_path, true, diags);
     let pipelines: Vec<Span> = loader
@@ -33,7 +35,7 @@ pub(super) fn load(sources: &mut SourceMap, root: FileId, diags: &mut Vec<Diagno
         }
         _ => {}
     }
-    loader.items
+    (loader.items, loader.broken)
 }
 
 struct Loader {
@@ -42,6 +44,7 @@ struct Loader {
     /// Files already read.
     read: Vec<PathBuf>,
     items: Vec<Item>,
+    broken: Vec<Ident>,
 }
 
 impl Loader {
@@ -55,6 +58,7 @@ impl Loader {
     ) {
         let (file, parse_diags) = parse_file(id, &sources.get(id).text);
         diags.extend(parse_diags);
+        self.broken.extend(file.broken);
         if let Some(p) = &path {
             self.reading.push(p.clone());
             self.read.push(p.clone());

@@ -22,7 +22,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::errors::ErrorKind;
 use crate::signature::Registry;
 use crate::source::{SourceMap, Span};
-use crate::syntax::ast::{Binding, Decl, Expr, Item};
+use crate::syntax::ast::{Binding, Decl, Expr, Ident, Item};
 
 pub use overrides::Override;
 
@@ -82,9 +82,10 @@ fn check_loaded(
     registry: &dyn Registry,
 ) -> Report {
     let mut diags = Vec::new();
-    let items = load::load(&mut sources, root, &mut diags);
+    let (items, broken) = load::load(&mut sources, root, &mut diags);
     let overrides = overrides::parse_all(&mut sources, overrides, &mut diags);
     let mut checker = Checker::new(registry, &items, &mut diags);
+    checker.broken = broken.into_iter().map(|i| i.name).collect();
     checker.apply_overrides(&overrides);
     let pipeline = checker.run();
     diagnostic::sort(&mut diags);
@@ -110,6 +111,8 @@ pub(crate) struct Checker<'a> {
     expanding: Vec<String>,
     /// Constants some value refers to; the rest are checked on their own and reported unused.
     used_constants: std::collections::BTreeSet<String>,
+    /// Names declared in declarations the parser could not read.
+    broken: std::collections::BTreeSet<String>,
     /// Declarations on a dependency circle (reported once; not checked further).
     cyclic: std::collections::BTreeSet<String>,
 }
@@ -126,6 +129,7 @@ impl<'a> Checker<'a> {
             done: BTreeMap::new(),
             expanding: Vec::new(),
             cyclic: Default::default(),
+            broken: Default::default(),
             used_constants: Default::default(),
         };
         let mut first_seen: BTreeMap<String, Span> = BTreeMap::new();
@@ -166,6 +170,16 @@ impl<'a> Checker<'a> {
 
     fn decl(&self, name: &str) -> Option<&Decl> {
         self.decls.iter().find(|d| d.name.name == name)
+    }
+
+    /// Reports a reference to nothing, unless it names a declaration whose syntax was broken
+    /// (that error is reported already, and the name is not really unknown).
+    fn unknown_name(&mut self, name: &Ident) {
+        if self.broken.contains(&name.name) {
+            return;
+        }
+        let suggestion = crate::suggest::nearest(&name.name, self.known_names());
+        self.error(ErrorKind::UnknownName { name: name.name.clone(), suggestion }, name.span);
     }
 
     /// All names a reference could mean, for suggestions.
@@ -215,4 +229,4 @@ impl<'a> Checker<'a> {
     }
 }
 
-pub use order::placeholders;
+pub use order::{placeholder_span, placeholders};

@@ -36,6 +36,16 @@ pub fn placeholders(s: &str) -> Vec<(usize, usize, &str, &str)> {
     out
 }
 
+/// The span of a placeholder found at `start..end` of a string's value, when the string has no
+/// escapes (its text is its value); the whole string's span otherwise.
+pub fn placeholder_span(string: Span, value: &str, start: usize, end: usize) -> Span {
+    if string.len() == value.len() + 2 {
+        Span::new(string.file, string.start + 1 + start, string.start + 1 + end)
+    } else {
+        string
+    }
+}
+
 fn is_ident(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -77,9 +87,7 @@ impl Checker<'_> {
                 ExprKind::Str { value, .. } => {
                     for (start, end, scope, _) in placeholders(value) {
                         if !PLACEHOLDER_SCOPES.contains(&scope) && self.decl(scope).is_some() {
-                            // The value has escapes resolved, so point at the whole string.
-                            let _ = (start, end);
-                            deps.entry(scope.to_string()).or_insert(e.span);
+                            deps.entry(scope.to_string()).or_insert(placeholder_span(e.span, value, start, end));
                         }
                     }
                 }

@@ -68,6 +68,10 @@ impl Checker<'_> {
                 None => {
                     let span = o.key.span.to(o.value.span);
                     let binding = Binding { name: o.key.clone(), value: o.value.clone(), span };
+                    if self.decl(&o.key.name).is_some() {
+                        self.error(ErrorKind::OverrideWholeStage { stage: o.key.name.clone() }, o.key.span);
+                        continue;
+                    }
                     // `seed` always exists (it defaults to 0); any other constant must be declared.
                     if !self.constants.contains_key(&o.key.name) && o.key.name != "seed" {
                         let names = self.constants.keys().map(String::as_str).chain(["seed"]);

@@ -4,11 +4,15 @@
 
 use crate::source::Span;
 
-/// A parsed file: its items in source order and every comment (the formatter puts them back).
+/// A parsed file: its items in source order, every comment (the formatter puts them back),
+/// and the names of declarations that could not be parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct File {
     pub items: Vec<Item>,
     pub comments: Vec<Comment>,
+    /// Names declared by the declarations left out for syntax errors, so that references to
+    /// them are not reported as unknown on top of the syntax error.
+    pub broken: Vec<Ident>,
 }
 
 /// A `# ...` comment; `text` includes the `#`.

@@ -43,7 +43,14 @@ pub fn describe(file: FileId, text: &str, chunk_start: usize, err: &Error<Rule>)
 
 fn rule_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::expr | Rule::operand | Rule::float | Rule::int | Rule::bool | Rule::none | Rule::group => "a value",
+        Rule::expr
+        | Rule::operand
+        | Rule::float
+        | Rule::int
+        | Rule::bool
+        | Rule::none
+        | Rule::group
+        | Rule::value_only => "a value",
         Rule::string => "a string",
         Rule::list => "a list",
         Rule::record => "a record",
@@ -51,7 +58,6 @@ fn rule_words(rule: Rule) -> Option<&'static str> {
         Rule::pipeline_decl | Rule::use_decl | Rule::dataset_decl | Rule::stage_decl => "a declaration",
         Rule::binding => "`name = value`",
         Rule::sweep | Rule::expect => "`sweep`, `expect`",
-        Rule::args | Rule::arg => "an argument",
         Rule::block => "`{`",
         Rule::cmp_op => "a comparison (`<`, `<=`, `>`, `>=`, `==`, `!=`)",
         Rule::add | Rule::sub | Rule::mul | Rule::div => "an operator",
@@ -89,6 +95,21 @@ fn join_or(items: Vec<&str>) -> String {
     }
 }
 
+/// Whether `pos` (an unexpected `=`) follows a name that starts its line right after a line
+/// ending in `=`: `lr =` with its value forgotten, then `epochs = 20`.
+fn value_taken_from_next_line(text: &str, pos: usize) -> bool {
+    let before = text[..pos].trim_end();
+    let name_start = before.trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_').len();
+    if name_start == before.len() {
+        return false;
+    }
+    let gap = &before[..name_start];
+    let previous_line = gap.trim_end_matches([' ', '\t']);
+    let Some(line_before) = previous_line.strip_suffix('\n') else { return false };
+    let line_before = line_before.trim_end();
+    line_before.ends_with('=') && !line_before.ends_with("==")
+}
+
 /// What stands at `pos`, for "found ...", and how many bytes of it to underline.
 fn found_at(text: &str, pos: usize) -> (String, usize) {
     let rest = text.get(pos..).unwrap_or("");
@@ -117,8 +138,14 @@ fn hint(expected: &BTreeSet<&'static str>, text: &str, pos: usize) -> Option<&'s
     if expected.contains("a value") && matches!(next, Some('}' | ')' | ']') | None) {
         return Some("every `=` needs a value after it");
     }
-    if line.matches('"').count() % 2 == 1 && matches!(next, Some('\n') | None) {
-        return Some("a string must end on the line where it starts");
+    let rest_of_line = text.get(pos..).unwrap_or("").split('\n').next().unwrap_or("");
+    let unterminated_here = next == Some('"') && rest_of_line.matches('"').count() % 2 == 1;
+    let unterminated_before = line.matches('"').count() % 2 == 1 && matches!(next, Some('\n') | None);
+    if unterminated_here || unterminated_before {
+        return Some("a string must end on the line where it starts: add the closing `\"`");
+    }
+    if next == Some('=') && value_taken_from_next_line(text, pos) {
+        return Some("the line above ends with `=` and no value, so it took this line's name as its value");
     }
     let word: String =
         text.get(pos..).unwrap_or("").chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();

@@ -26,7 +26,7 @@ pub const MAX_DEPTH: usize = 64;
 /// out) and a diagnostic for each broken declaration.
 pub fn parse_file(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     pest::set_error_detail(true);
-    let mut out = File { items: Vec::new(), comments: Vec::new() };
+    let mut out = File { items: Vec::new(), comments: Vec::new(), broken: Vec::new() };
     if let Some(offset) = too_deep(text) {
         let diag = Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, Span::new(file, offset, offset + 1));
         return (out, vec![diag]);
@@ -51,6 +51,7 @@ pub fn parse_file(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         }
         let resume = next_segment(text, err_pos.max(decl_start + 1));
         diags.push(syntax_error(file, text, decl_start, resume));
+        out.broken.extend(declared_names(file, text, decl_start, resume));
         start = resume;
     }
     (out, diags)
@@ -123,6 +124,27 @@ fn line_starts(text: &str) -> impl Iterator<Item = (usize, &str)> {
         offset += line.len();
         (start, line)
     })
+}
+
+/// Names that lines of `text[start..end]` declare, read without the grammar: `stage NAME`,
+/// `dataset NAME` and `NAME =` at the start of a line.
+fn declared_names(file: FileId, text: &str, start: usize, end: usize) -> Vec<Ident> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names = Vec::new();
+    for (offset, line) in line_starts(text).filter(|(o, _)| (start..end).contains(o)) {
+        let (skip, rest) = match ["stage ", "dataset "].iter().find_map(|kw| line.strip_prefix(kw)) {
+            Some(rest) => (line.len() - rest.len(), rest),
+            None => (0, line),
+        };
+        let lead = rest.len() - rest.trim_start().len();
+        let name: String = rest.trim_start().chars().take_while(|c| is_name(*c)).collect();
+        let after = rest.trim_start()[name.len()..].trim_start();
+        if !name.is_empty() && (skip > 0 || (lead == 0 && after.starts_with('='))) {
+            let at = offset + skip + lead;
+            names.push(Ident { name: name.clone(), span: Span::new(file, at, at + name.len()) });
+        }
+    }
+    names
 }
 
 fn starts_declaration(line: &str) -> bool {

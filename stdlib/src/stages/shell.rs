@@ -72,7 +72,8 @@ impl StageKind for Shell {
         let params = keys(cx.value("params"));
         let outputs = strings(cx.value("outputs"));
         let span = cx.span_of("command");
-        for (_, _, scope, name) in medgen_lang::check::placeholders(&command) {
+        for (start, end, scope, name) in medgen_lang::check::placeholders(&command) {
+            let span = medgen_lang::check::placeholder_span(span, &command, start, end);
             let (declared, what) = match scope {
                 "in" => (&inputs, "inputs"),
                 "params" => (&params, "params"),
