@@ -8,7 +8,7 @@
 
 pub mod pitfalls;
 pub mod split;
-pub mod stages;
+mod stages;
 pub mod vocab;
 
 use medgen_lang::diagnostic::{Code, Diagnostic};

@@ -79,12 +79,6 @@ impl Compress {
     }
 }
 
-impl Default for Compress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Latent channels and spatial scale factor of a compressor model.
 pub(crate) fn latent_geometry(model: &Value) -> (i64, i64) {
     match model.variant() {

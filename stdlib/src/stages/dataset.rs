@@ -105,12 +105,6 @@ impl Phantom {
     }
 }
 
-impl Default for Phantom {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StageKind for Phantom {
     fn signature(&self) -> &Signature {
         &self.sig
@@ -176,12 +170,6 @@ impl Nifti {
             output: DataKind::Dataset,
         };
         Nifti { sig }
-    }
-}
-
-impl Default for Nifti {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -100,12 +100,6 @@ impl Diffuse {
     }
 }
 
-impl Default for Diffuse {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn rflow_default() -> Value {
     let args = [
         ("sampling", Value::Enum("logit_normal".into())),

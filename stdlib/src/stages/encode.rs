@@ -51,12 +51,6 @@ impl Encode {
     }
 }
 
-impl Default for Encode {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StageKind for Encode {
     fn signature(&self) -> &Signature {
         &self.sig

@@ -105,12 +105,6 @@ impl Evaluate {
     }
 }
 
-impl Default for Evaluate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Most MS-SSIM scales an image whose smallest side is `side` allows: each scale halves the
 /// image, and the last must still be wider than the window.
 pub fn max_ms_ssim_scales(side: i64) -> i64 {

@@ -84,12 +84,6 @@ impl Sample {
     }
 }
 
-impl Default for Sample {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StageKind for Sample {
     fn signature(&self) -> &Signature {
         &self.sig

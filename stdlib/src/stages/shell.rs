@@ -49,12 +49,6 @@ impl Shell {
     }
 }
 
-impl Default for Shell {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StageKind for Shell {
     fn signature(&self) -> &Signature {
         &self.sig
