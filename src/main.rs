@@ -242,7 +242,7 @@ fn run(file: &Path, overrides: &[String], registry: &StdRegistry, color: bool) -
     let Some(p) = r.pipeline else { return false };
     eprintln!("\nstages of `{}`, in the order they would run:", p.name);
     for s in &p.stages {
-        let instances: usize = s.sweeps.iter().map(|sw| sw.values.len()).product();
+        let instances = s.instances.len();
         let sweep = if instances > 1 { format!(" ({instances} sweep instances)") } else { String::new() };
         eprintln!("  {:<16} {}{sweep}", s.name, s.kind);
     }

@@ -91,8 +91,8 @@ fn overrides_are_typed_and_validated() {
     let json = medgen(&["check", "pipelines/quickstart.mg", "--set", "ldm.epochs=5", "--emit", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json on stdout");
     let ldm = v["stages"].as_array().expect("stages").iter().find(|s| s["name"] == "ldm").expect("ldm stage");
-    assert_eq!(ldm["params"]["epochs"]["value"]["int"], 5);
-    assert_eq!(ldm["params"]["epochs"]["origin"], "override");
+    assert_eq!(ldm["instances"][0]["params"]["epochs"]["value"]["int"], 5);
+    assert_eq!(ldm["instances"][0]["params"]["epochs"]["origin"], "override");
 
     let out_of_range = medgen(&["check", "pipelines/quickstart.mg", "--set", "ldm.epochs=0"]);
     assert_eq!(out_of_range.status.code(), Some(1));

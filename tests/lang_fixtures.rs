@@ -58,12 +58,13 @@ fn clean_fixtures_check_clean() {
         let pipeline = report.pipeline.expect("a clean check yields a pipeline");
         let mut summary = String::new();
         for stage in &pipeline.stages {
-            summary.push_str(&format!("{} = {}\n", stage.name, stage.kind));
-            for (name, param) in &stage.params {
-                summary.push_str(&format!("  {name} = {}  ({:?})\n", param.value, param.origin));
-            }
-            for (i, out) in stage.outputs.iter().enumerate() {
-                let values: Vec<String> = out
+            for instance in &stage.instances {
+                summary.push_str(&format!("{} = {}\n", instance.name(&stage.name), stage.kind));
+                for (name, param) in &instance.params {
+                    summary.push_str(&format!("  {name} = {}  ({:?})\n", param.value, param.origin));
+                }
+                let values: Vec<String> = instance
+                    .outputs
                     .fields
                     .iter()
                     .filter_map(|(k, f)| match f {
@@ -71,7 +72,7 @@ fn clean_fixtures_check_clean() {
                         _ => None,
                     })
                     .collect();
-                summary.push_str(&format!("  outputs[{i}]: {}\n", values.join(", ")));
+                summary.push_str(&format!("  outputs: {}\n", values.join(", ")));
             }
         }
         insta::with_settings!({ snapshot_path => "snapshots/ok", prepend_module_to_snapshot => false }, {

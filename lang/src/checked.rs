@@ -33,17 +33,52 @@ pub struct CheckedStage {
     pub kind: String,
     /// Inputs in signature order.
     pub inputs: Vec<ResolvedInput>,
-    /// Every parameter of the kind, with its value and where the value came from.
-    pub params: BTreeMap<String, Param>,
     pub sweeps: Vec<CheckedSweep>,
     pub expects: Vec<CheckedExpect>,
-    /// What the stage yields, one entry per distinct instance configuration (sweeps of this
-    /// stage or of its inputs can make instances differ, e.g. in latent channels).
-    pub outputs: Vec<Outputs>,
+    /// One per combination of sweep values: this stage's own sweeps, and those of the stages
+    /// it depends on. A stage without sweeps anywhere upstream has exactly one.
+    pub instances: Vec<CheckedInstance>,
     /// Every stage this one needs: inputs, referenced fields and shell placeholders.
     pub depends_on: Vec<String>,
     #[serde(skip)]
     pub span: Span,
+}
+
+impl CheckedStage {
+    /// The parameters of the first instance (all of them, for a stage without sweeps).
+    pub fn params(&self) -> &BTreeMap<String, Param> {
+        &self.instances[0].params
+    }
+}
+
+/// One instance of a stage: what it computes for one combination of sweep values.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckedInstance {
+    /// The sweep values that make this instance, keyed by stage and parameter:
+    /// `("ldm.lr", 1e-4)`, `("vae.model.latent_channels", 8)`. Empty without sweeps.
+    pub label: Vec<(String, Value)>,
+    /// Swept stage → the index of its sweep choice, for this instance and its ancestors.
+    pub coords: BTreeMap<String, usize>,
+    /// Stage this one depends on → the index of the instance of it that this one uses.
+    pub upstream: BTreeMap<String, usize>,
+    /// Every parameter of the kind, with sweep values substituted and derived ones filled.
+    pub params: BTreeMap<String, Param>,
+    /// What the instance yields, as far as it is known before running.
+    pub outputs: Outputs,
+}
+
+impl CheckedInstance {
+    /// `ldm[vae.model.latent_channels=8, lr=1e-4]` (the stage's own sweeps unprefixed), or the
+    /// stage's name alone without sweeps.
+    pub fn name(&self, stage: &str) -> String {
+        if self.label.is_empty() {
+            return stage.to_string();
+        }
+        let own = format!("{stage}.");
+        let parts: Vec<String> =
+            self.label.iter().map(|(k, v)| format!("{}={v}", k.strip_prefix(&own).unwrap_or(k))).collect();
+        format!("{stage}[{}]", parts.join(", "))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::checked::{CheckedExpect, CheckedStage, CheckedSweep, ResolvedInput};
+use crate::checked::{CheckedExpect, CheckedInstance, CheckedStage, CheckedSweep, ResolvedInput};
 use crate::diagnostic::Diagnostic;
 use crate::errors::ErrorKind;
-use crate::signature::{DeriveCx, Field, InputView, Origin, Outputs, Param, ParamDefault, Signature, StageKind};
+use crate::signature::{DeriveCx, Field, InputView, Origin, Param, ParamDefault, Signature, StageKind};
 use crate::source::Span;
 use crate::suggest::nearest;
 use crate::syntax::ast::{BlockItem, Decl, Expect, Expr, ExprKind, Ident, Sweep};
@@ -17,6 +17,36 @@ use super::Checker;
 
 /// Most instances one stage may expand to (sweep values × input variants).
 pub const MAX_INSTANCES: usize = 1024;
+
+/// A consistent choice of upstream instances, as instances of a stage are built up.
+#[derive(Clone, Default)]
+struct Upstream {
+    /// Upstream stage → the index of its chosen instance.
+    instances: BTreeMap<String, usize>,
+    /// Swept stage → its sweep choice, over every swept ancestor.
+    coords: BTreeMap<String, usize>,
+    /// The sweep values of every swept ancestor, `stage.param = value`.
+    label: Vec<(String, Value)>,
+}
+
+impl Upstream {
+    /// This choice extended with instance `index` of `stage`, unless they disagree on the
+    /// sweep choice of a common ancestor.
+    fn with(&self, stage: &str, index: usize, inst: &CheckedInstance) -> Option<Upstream> {
+        if inst.coords.iter().any(|(k, v)| self.coords.get(k).is_some_and(|c| c != v)) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.instances.insert(stage.to_string(), index);
+        next.coords.extend(inst.coords.iter().map(|(k, v)| (k.clone(), *v)));
+        for (key, value) in &inst.label {
+            if !next.label.iter().any(|(k, _)| k == key) {
+                next.label.push((key.clone(), value.clone()));
+            }
+        }
+        Some(next)
+    }
+}
 
 /// What the file gives a declaration, sorted into inputs and parameters.
 struct Given<'d> {
@@ -49,7 +79,7 @@ impl Checker<'_> {
             self.error(kind, decl.span.to(decl.kind.span));
         }
         let given = self.sort_given(&decl, &sig);
-        let (inputs, upstream) = self.resolve_inputs(&decl, &sig, &given);
+        let inputs = self.resolve_inputs(&decl, &sig, &given);
         let inputs_ok = inputs.len() == given.inputs.len();
         let params = self.resolve_params(&decl, &sig, &given);
         let sweeps = self.resolve_sweeps(&sig, &given);
@@ -58,22 +88,21 @@ impl Checker<'_> {
             // input, and invent errors; the ones reported are the real ones.
             return None;
         }
-        let outputs = self.derive_all(kind, &decl, &params, &sweeps, &inputs, &upstream, seed)?;
-        let expects = self.resolve_expects(sig.kind, &given, &outputs);
+        let mut depends_on: Vec<String> = self.dependencies(&decl).into_iter().map(|(d, _)| d).collect();
+        depends_on.sort();
+        let instances = self.expand(kind, &decl, &params, &sweeps, &inputs, &depends_on, seed)?;
+        let expects = self.resolve_expects(sig.kind, &given, &instances);
         if self.error_count() > errors_before {
             return None;
         }
-        let mut depends_on: Vec<String> = self.dependencies(&decl).into_iter().map(|(d, _)| d).collect();
-        depends_on.sort();
         Some(CheckedStage {
             name: name.to_string(),
             keyword: decl.keyword,
             kind: sig.kind.to_string(),
             inputs,
-            params: outputs.0,
             sweeps,
             expects,
-            outputs: outputs.1,
+            instances,
             depends_on,
             span: decl.span,
         })
@@ -140,15 +169,9 @@ impl Checker<'_> {
         given
     }
 
-    /// Binds inputs to upstream stages; returns them with each upstream's output variants.
-    fn resolve_inputs(
-        &mut self,
-        decl: &Decl,
-        sig: &Signature,
-        given: &Given<'_>,
-    ) -> (Vec<ResolvedInput>, Vec<Vec<Outputs>>) {
+    /// Binds inputs to upstream stages.
+    fn resolve_inputs(&mut self, decl: &Decl, sig: &Signature, given: &Given<'_>) -> Vec<ResolvedInput> {
         let mut inputs = Vec::new();
-        let mut upstream = Vec::new();
         for input in &sig.inputs {
             let expected = join_kinds(&input.kinds);
             let Some(expr) = given.inputs.get(input.name) else {
@@ -179,7 +202,7 @@ impl Checker<'_> {
             let field = segs.get(1);
             let kind = match field {
                 None => self.registry.kind(&stage.kind).map(|k| k.signature().output),
-                Some(f) => match stage.outputs.first().and_then(|o| o.fields.get(&f.name)) {
+                Some(f) => match stage.instances.first().and_then(|i| i.outputs.fields.get(&f.name)) {
                     Some(Field::Data(k)) => Some(*k),
                     Some(_) => {
                         let found = format!("the value `{}.{}`", head.name, f.name);
@@ -187,8 +210,11 @@ impl Checker<'_> {
                         continue;
                     }
                     None => {
-                        let known: Vec<String> =
-                            stage.outputs.first().map(|o| o.fields.keys().cloned().collect()).unwrap_or_default();
+                        let known: Vec<String> = stage
+                            .instances
+                            .first()
+                            .map(|i| i.outputs.fields.keys().cloned().collect())
+                            .unwrap_or_default();
                         let suggestion = nearest(&f.name, known.iter().map(String::as_str));
                         let kind = ErrorKind::UnknownField {
                             stage: head.name.clone(),
@@ -224,9 +250,8 @@ impl Checker<'_> {
                 kind,
                 span: expr.span,
             });
-            upstream.push(stage.outputs.clone());
         }
-        (inputs, upstream)
+        inputs
     }
 
     fn resolve_params(&mut self, decl: &Decl, sig: &Signature, given: &Given<'_>) -> BTreeMap<String, Param> {
@@ -326,90 +351,120 @@ impl Checker<'_> {
         sweeps
     }
 
-    /// Runs `derive` for every instance. Returns the parameters of the first instance (with
-    /// derived ones filled; swept ones hold their first value) and the distinct outputs.
+    /// Expands the stage into instances and runs `derive` for each. An instance is one
+    /// consistent choice of an instance of every stage this one depends on (two paths to one
+    /// swept ancestor must agree on its sweep values) combined with one value of each of this
+    /// stage's own sweeps.
     #[allow(clippy::too_many_arguments)]
-    fn derive_all(
+    fn expand(
         &mut self,
         kind: &dyn StageKind,
         decl: &Decl,
         params: &BTreeMap<String, Param>,
         sweeps: &[CheckedSweep],
         inputs: &[ResolvedInput],
-        upstream: &[Vec<Outputs>],
+        depends_on: &[String],
         seed: i64,
-    ) -> Option<(BTreeMap<String, Param>, Vec<Outputs>)> {
-        let sweep_count: usize = sweeps.iter().map(|s| s.values.len()).product();
-        let input_count: usize = upstream.iter().map(Vec::len).product();
-        let instances = sweep_count.saturating_mul(input_count);
-        if instances > MAX_INSTANCES {
-            self.error(ErrorKind::SweepTooLarge { instances, limit: MAX_INSTANCES }, decl.name.span);
-            return None;
-        }
-        let mut first_params = None;
-        let mut outputs: Vec<Outputs> = Vec::new();
-        let mut diags: Vec<Diagnostic> = Vec::new();
-        for i in 0..instances {
-            // Mixed-radix decomposition of `i` into one choice per sweep and per input.
-            let mut rest = i;
-            let mut p = params.clone();
-            for s in sweeps {
-                let v = s.values[rest % s.values.len()].clone();
-                rest /= s.values.len();
-                p.insert(s.param.clone(), Param { value: v, origin: Origin::Sweep, span: Some(s.span) });
-            }
-            let mut views = BTreeMap::new();
-            for (input, variants) in inputs.iter().zip(upstream) {
-                let outputs = &variants[rest % variants.len()];
-                rest /= variants.len();
-                let sig_name = kind.signature().input(&input.name).map_or("", |s| s.name);
-                views.insert(
-                    sig_name,
-                    InputView {
-                        stage: &input.stage,
-                        kind: input.kind,
-                        field: input.field.as_deref(),
-                        outputs,
-                        span: input.span,
-                    },
-                );
-            }
-            let mut cx = DeriveCx {
-                stage: &decl.name.name,
-                decl_span: decl.span,
-                params: p,
-                inputs: views,
-                pipeline_seed: seed,
-                diags: Vec::new(),
-            };
-            let out = kind.derive(&mut cx);
-            for d in cx.diags {
-                if !diags.contains(&d) {
-                    diags.push(d);
+    ) -> Option<Vec<CheckedInstance>> {
+        let mut combos: Vec<Upstream> = vec![Upstream::default()];
+        for dep in depends_on {
+            let Some(Some(stage)) = self.done.get(dep) else { return None };
+            let mut next = Vec::new();
+            for combo in &combos {
+                for (index, inst) in stage.instances.iter().enumerate() {
+                    if let Some(merged) = combo.with(dep, index, inst) {
+                        next.push(merged);
+                    }
                 }
             }
-            if first_params.is_none() {
-                first_params = Some(cx.params);
+            if next.len() > MAX_INSTANCES {
+                self.error(ErrorKind::SweepTooLarge { instances: next.len(), limit: MAX_INSTANCES }, decl.name.span);
+                return None;
             }
-            if !outputs.contains(&out) {
-                outputs.push(out);
+            combos = next;
+        }
+        let own: usize = sweeps.iter().map(|s| s.values.len()).product();
+        let count = combos.len().saturating_mul(own);
+        if count > MAX_INSTANCES {
+            self.error(ErrorKind::SweepTooLarge { instances: count, limit: MAX_INSTANCES }, decl.name.span);
+            return None;
+        }
+        let labels: Vec<Vec<Vec<(String, Value)>>> = sweeps.iter().map(sweep_labels).collect();
+        let mut instances = Vec::with_capacity(count);
+        let mut diags: Vec<Diagnostic> = Vec::new();
+        for combo in &combos {
+            for choice in 0..own {
+                let mut p = params.clone();
+                let mut label = combo.label.clone();
+                let mut coords = combo.coords.clone();
+                let mut rest = choice;
+                for (s, labels) in sweeps.iter().zip(&labels) {
+                    let at = rest % s.values.len();
+                    rest /= s.values.len();
+                    label.extend(labels[at].iter().map(|(k, v)| (format!("{}.{k}", decl.name.name), v.clone())));
+                    let value = s.values[at].clone();
+                    p.insert(s.param.clone(), Param { value, origin: Origin::Sweep, span: Some(s.span) });
+                }
+                if !sweeps.is_empty() {
+                    coords.insert(decl.name.name.clone(), choice);
+                }
+                let views = self.input_views(kind, inputs, &combo.instances);
+                let mut cx = DeriveCx {
+                    stage: &decl.name.name,
+                    decl_span: decl.span,
+                    params: p,
+                    inputs: views,
+                    pipeline_seed: seed,
+                    diags: Vec::new(),
+                };
+                let outputs = kind.derive(&mut cx);
+                for d in cx.diags {
+                    if !diags.contains(&d) {
+                        diags.push(d);
+                    }
+                }
+                instances.push(CheckedInstance {
+                    label,
+                    coords,
+                    upstream: combo.instances.clone(),
+                    params: cx.params,
+                    outputs,
+                });
             }
         }
         let failed = diags.iter().any(Diagnostic::is_error);
         self.diags.extend(diags);
-        if failed {
-            return None;
-        }
-        Some((first_params.unwrap_or_default(), outputs))
+        (!failed).then_some(instances)
     }
 
-    fn resolve_expects(
-        &mut self,
-        kind: &str,
-        given: &Given<'_>,
-        outputs: &(BTreeMap<String, Param>, Vec<Outputs>),
-    ) -> Vec<CheckedExpect> {
-        let mut metrics: Vec<String> = outputs.1.iter().flat_map(|o| o.metrics.iter().cloned()).collect();
+    /// The inputs of one instance, as `derive` sees them: each upstream instance's outputs.
+    fn input_views<'s>(
+        &'s self,
+        kind: &dyn StageKind,
+        inputs: &'s [ResolvedInput],
+        upstream: &BTreeMap<String, usize>,
+    ) -> BTreeMap<&'static str, InputView<'s>> {
+        let mut views = BTreeMap::new();
+        for input in inputs {
+            let Some(Some(stage)) = self.done.get(&input.stage) else { continue };
+            let Some(inst) = upstream.get(&input.stage).and_then(|i| stage.instances.get(*i)) else { continue };
+            let Some(sig) = kind.signature().input(&input.name) else { continue };
+            views.insert(
+                sig.name,
+                InputView {
+                    stage: &input.stage,
+                    kind: input.kind,
+                    field: input.field.as_deref(),
+                    outputs: &inst.outputs,
+                    span: input.span,
+                },
+            );
+        }
+        views
+    }
+
+    fn resolve_expects(&mut self, kind: &str, given: &Given<'_>, instances: &[CheckedInstance]) -> Vec<CheckedExpect> {
+        let mut metrics: Vec<String> = instances.iter().flat_map(|i| i.outputs.metrics.iter().cloned()).collect();
         metrics.sort();
         metrics.dedup();
         let mut out = Vec::new();
@@ -442,6 +497,33 @@ impl Checker<'_> {
             }
         }
         out
+    }
+}
+
+/// How each value of a sweep names its instances: `lr=1e-4`; for constructors or records that
+/// differ only in some arguments, just those (`model.latent_channels=8`).
+fn sweep_labels(sweep: &CheckedSweep) -> Vec<Vec<(String, Value)>> {
+    let parts = |v: &Value| match v {
+        Value::Ctor { name, args } => Some((Some(name.clone()), args.clone())),
+        Value::Record(fields) => Some((None, fields.clone())),
+        _ => None,
+    };
+    let split: Option<Vec<_>> = sweep.values.iter().map(parts).collect();
+    let same_shape = split.as_ref().is_some_and(|s| s.windows(2).all(|w| w[0].0 == w[1].0));
+    match split {
+        Some(split) if same_shape => {
+            let keys: Vec<&String> =
+                split[0].1.keys().filter(|k| split.iter().any(|(_, a)| a.get(*k) != split[0].1.get(*k))).collect();
+            split
+                .iter()
+                .map(|(_, args)| {
+                    keys.iter()
+                        .map(|k| (format!("{}.{k}", sweep.param), args.get(*k).cloned().unwrap_or(Value::None)))
+                        .collect()
+                })
+                .collect()
+        }
+        _ => sweep.values.iter().map(|v| vec![(sweep.param.clone(), v.clone())]).collect(),
     }
 }
 

@@ -246,7 +246,7 @@ impl Checker<'_> {
             return None;
         };
         let stage = self.done.get(&head.name)?.as_ref()?;
-        let outputs = &stage.outputs;
+        let outputs: Vec<&crate::signature::Outputs> = stage.instances.iter().map(|i| &i.outputs).collect();
         let known: Vec<String> = outputs.first().map(|o| o.fields.keys().cloned().collect()).unwrap_or_default();
         let values: Vec<Option<&Field>> = outputs.iter().map(|o| o.fields.get(&field.name)).collect();
         match values.first().copied().flatten() {
@@ -325,10 +325,10 @@ impl Checker<'_> {
             let Some(Some(stage)) = self.done.get(scope) else {
                 continue;
             };
-            let has_file = stage.outputs.iter().any(|o| matches!(o.fields.get(field), Some(Field::File)));
+            let has_file = stage.instances.iter().any(|i| matches!(i.outputs.fields.get(field), Some(Field::File)));
             if !has_file {
-                let files: Vec<&str> = stage.outputs.first().map_or(vec![], |o| {
-                    o.fields.iter().filter(|(_, f)| matches!(f, Field::File)).map(|(k, _)| k.as_str()).collect()
+                let files: Vec<&str> = stage.instances.first().map_or(vec![], |i| {
+                    i.outputs.fields.iter().filter(|(_, f)| matches!(f, Field::File)).map(|(k, _)| k.as_str()).collect()
                 });
                 let reason = if files.is_empty() {
                     format!("names no file: `{scope}` writes no files")
