@@ -1,16 +1,11 @@
-//! The `medgen` command line. Everything it does is in the library crates; this file only
-//! parses arguments, calls them, prints, and chooses the exit code.
+//! The `medgen` command line. Everything it does is in the library crates; these files only
+//! parse arguments, call them, print, and choose the exit code.
 
-use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use medgen_lang::check::Report;
-use medgen_lang::diagnostic::Diagnostic;
-use medgen_lang::signature::Registry;
-use medgen_lang::source::SourceMap;
-use medgen_lang::{errors, reference, Code};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use medgen_stdlib::StdRegistry;
 
 /// Prints to standard output, ignoring a closed pipe (`medgen explain --all | head`).
@@ -26,22 +21,49 @@ macro_rules! outln {
     }};
 }
 
-/// Exit status: the pipeline (or a file given to `fmt --check`) has errors.
-const EXIT_ERRORS: u8 = 1;
+mod engine_cmds;
+mod lang_cmds;
+mod progress;
+
+/// Exit statuses, as `--help` documents them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The pipeline has errors (or a file needs formatting, or a store problem).
+    Errors = 1,
+    /// A stage failed (or was skipped because one upstream did).
+    StageFailed = 3,
+    /// Every stage succeeded but an `expect` line did not hold.
+    ExpectFailed = 4,
+    /// Interrupted (Ctrl-C); nothing half-written was recorded.
+    Interrupted = 130,
+}
+
+impl From<bool> for Exit {
+    fn from(ok: bool) -> Exit {
+        if ok {
+            Exit::Ok
+        } else {
+            Exit::Errors
+        }
+    }
+}
 
 const AFTER_HELP: &str = "\
 Exit status:
-  0  success (warnings alone do not fail, unless --deny-warnings)
-  1  the pipeline has errors, a file needs formatting (fmt --check), or nothing could run
-  2  the command line itself is wrong
+  0    success (warnings alone do not fail, unless --deny-warnings)
+  1    the pipeline has errors, a file needs formatting (fmt --check), or the store is unusable
+  2    the command line itself is wrong
+  3    a stage failed (run)
+  4    every stage ran but an `expect` line failed (run)
+  130  interrupted; nothing half-written was recorded (run)
 
 Examples:
-  medgen check pipelines/quickstart.mg
-  medgen check pipelines/*.mg --deny-warnings
-  medgen check pipelines/quickstart.mg --set ldm.epochs=5 --set seed=3
-  medgen fmt pipelines/quickstart.mg
-  medgen explain E0112
-  medgen stages diffuse";
+  medgen check pipelines/*.mg
+  medgen plan pipelines/quickstart.mg --set ldm.epochs=5
+  medgen run pipelines/quickstart.mg -j 2
+  medgen show ldm
+  medgen explain E0112";
 
 /// medgen: declarative, cached medical-image generation experiments.
 #[derive(Parser)]
@@ -50,6 +72,9 @@ struct Cli {
     /// When to color output.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     color: Color,
+    /// More logging on stderr: -v for what runs and why, -vv for debugging.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +84,26 @@ enum Color {
     Auto,
     Always,
     Never,
+}
+
+/// Where the store is: `--store DIR`, else `$MEDGEN_STORE`, else `.medgen/` beside the pipeline.
+#[derive(clap::Args, Clone)]
+pub struct StoreArg {
+    /// The store directory [default: .medgen beside the pipeline file, or $MEDGEN_STORE].
+    #[arg(long, env = "MEDGEN_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+/// Options shared by the commands that evaluate a pipeline.
+#[derive(clap::Args, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Override a parameter: STAGE.PARAM=VALUE or CONSTANT=VALUE (repeatable).
+    #[arg(long = "set", value_name = "TARGET=VALUE")]
+    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
 }
 
 #[derive(Subcommand)]
@@ -81,14 +126,68 @@ enum Command {
         #[arg(long, value_enum)]
         emit: Option<Emit>,
     },
-    /// Check a pipeline and run it.
-    #[command(after_help = "Example:\n  medgen run pipelines/quickstart.mg --set ldm.epochs=5")]
+    /// Check a pipeline and run what is not up to date; then evaluate its `expect` lines.
+    #[command(
+        after_help = "Examples:\n  medgen run pipelines/quickstart.mg\n  medgen run p.mg -j 4 --keep-going --set ldm.epochs=5\n  medgen run p.mg --verify"
+    )]
     Run {
-        /// The pipeline file.
-        file: PathBuf,
-        /// Override a parameter: STAGE.PARAM=VALUE or CONSTANT=VALUE (repeatable).
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Stages running at once [default: the number of CPUs].
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+        /// After a stage fails, keep running stages that do not depend on it.
+        #[arg(short, long)]
+        keep_going: bool,
+        /// Re-hash input files and stored outputs instead of trusting sizes and timestamps;
+        /// a corrupt stored output is reported and recomputed.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Show what `run` would do and why, without running anything.
+    #[command(after_help = "Example:\n  medgen plan pipelines/quickstart.mg --set ldm.lr=1e-4")]
+    Plan {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Show each stage instance's state and its last successful run.
+    Status {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Print the stage-instance DAG as Graphviz DOT or Mermaid.
+    #[command(after_help = "Example:\n  medgen graph p.mg | dot -Tsvg > p.svg")]
+    Graph {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Show a stage's stored outputs, metrics and parameters.
+    #[command(after_help = "Examples:\n  medgen show ldm\n  medgen show ldm --pipeline pipelines/quickstart.mg")]
+    Show {
+        /// The stage (all its instances) or one instance (`ldm[lr=1e-4]`).
+        stage: String,
+        /// The pipeline [default: the one of the last `medgen run` with this store].
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Override a parameter, as for `run`.
         #[arg(long = "set", value_name = "TARGET=VALUE")]
         overrides: Vec<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove stored outputs that no pipeline under the store's directory uses any more.
+    #[command(after_help = "Examples:\n  medgen gc --dry-run\n  medgen gc --all")]
+    Gc {
+        /// Remove every stored output, used or not.
+        #[arg(long)]
+        all: bool,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Rewrite pipelines in the canonical layout (comments are kept).
     #[command(
@@ -129,8 +228,14 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Emit {
+pub enum Emit {
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
 }
 
 fn main() -> ExitCode {
@@ -140,226 +245,39 @@ fn main() -> ExitCode {
         Color::Always => true,
         Color::Never => false,
     };
+    init_tracing(cli.verbose);
     let registry = StdRegistry::new();
-    let ok = match cli.command {
+    let exit = match cli.command {
         Command::Check { files, overrides, deny_warnings, emit } => {
-            every(&files, |f| check(f, &overrides, deny_warnings, emit, &registry, color))
+            lang_cmds::every(&files, |f| lang_cmds::check(f, &overrides, deny_warnings, emit, &registry, color)).into()
         }
-        Command::Run { file, overrides } => run(&file, &overrides, &registry, color),
-        Command::Fmt { files, check } => every(&files, |f| fmt(f, check, color)),
-        Command::Explain { code, list, all } => explain(code.as_deref(), list, all, &registry),
-        Command::Stages { kind, markdown } => stages(kind.as_deref(), markdown, &registry),
+        Command::Run { pipeline, jobs, keep_going, verify } => {
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            engine_cmds::run(&pipeline, jobs, keep_going, verify, cli.verbose, &registry, color)
+        }
+        Command::Plan { pipeline } => engine_cmds::plan(&pipeline, false, &registry, color),
+        Command::Status { pipeline } => engine_cmds::plan(&pipeline, true, &registry, color),
+        Command::Graph { pipeline, format } => engine_cmds::graph(&pipeline, format, &registry, color),
+        Command::Show { stage, pipeline, overrides, store } => {
+            engine_cmds::show(&stage, pipeline, &overrides, &store, &registry, color)
+        }
+        Command::Gc { all, dry_run, store } => engine_cmds::gc(all, dry_run, &store, &registry),
+        Command::Fmt { files, check } => lang_cmds::every(&files, |f| lang_cmds::fmt(f, check, color)).into(),
+        Command::Explain { code, list, all } => lang_cmds::explain(code.as_deref(), list, all, &registry).into(),
+        Command::Stages { kind, markdown } => lang_cmds::stages(kind.as_deref(), markdown, &registry).into(),
     };
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_ERRORS)
-    }
+    ExitCode::from(exit as u8)
 }
 
-/// Runs `f` on every file (all of them, even after a failure) and says whether all passed.
-fn every(files: &[PathBuf], mut f: impl FnMut(&Path) -> bool) -> bool {
-    files.iter().map(|p| f(p)).filter(|ok| !ok).count() == 0
-}
-
-fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, color: bool) {
-    let mut err = std::io::stderr().lock();
-    for d in diags {
-        match d.span {
-            Some(_) => {
-                let _ = write!(err, "{}", d.render(sources, color));
-            }
-            None => {
-                let _ = writeln!(err, "{}[{}]: {}", severity_word(d), d.code.id, d.message);
-                if let Some(help) = &d.help {
-                    let _ = writeln!(err, "  help: {help}");
-                }
-            }
-        }
-    }
-}
-
-fn severity_word(d: &Diagnostic) -> &'static str {
-    if d.is_error() {
-        "error"
-    } else {
-        "warning"
-    }
-}
-
-/// Prints the report of one file and its one-line summary; returns whether it passes.
-fn report(file: &Path, report: &Report, deny_warnings: bool, color: bool) -> bool {
-    print_diagnostics(&report.diagnostics, &report.sources, color);
-    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = report.diagnostics.len() - errors;
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    match &report.pipeline {
-        Some(p) if errors == 0 => {
-            let mut line =
-                format!("{}: ok, pipeline `{}` with {}", file.display(), p.name, plural(p.stages.len(), "declaration"));
-            if warnings > 0 {
-                line.push_str(&format!(", {}", plural(warnings, "warning")));
-            }
-            eprintln!("{line}");
-        }
-        _ => {
-            eprintln!("{}: {}, {}", file.display(), plural(errors, "error"), plural(warnings, "warning"));
-            if errors > 0 {
-                eprintln!("  run `medgen explain CODE` for the why and the fix of each code");
-            }
-        }
-    }
-    errors == 0 && !(deny_warnings && warnings > 0)
-}
-
-fn check(
-    file: &Path,
-    overrides: &[String],
-    deny_warnings: bool,
-    emit: Option<Emit>,
-    registry: &StdRegistry,
-    color: bool,
-) -> bool {
-    let r = medgen_lang::check_file(file, overrides, registry);
-    let ok = report(file, &r, deny_warnings, color);
-    if let (Some(Emit::Json), Some(p)) = (emit, &r.pipeline) {
-        match serde_json::to_string_pretty(p) {
-            Ok(json) => outln!("{json}"),
-            Err(e) => {
-                eprintln!("error: cannot serialise the checked pipeline: {e}");
-                return false;
-            }
-        }
-    }
-    ok
-}
-
-fn run(file: &Path, overrides: &[String], registry: &StdRegistry, color: bool) -> bool {
-    let r = medgen_lang::check_file(file, overrides, registry);
-    if !report(file, &r, false, color) {
-        return false;
-    }
-    let Some(p) = r.pipeline else { return false };
-    eprintln!("\nstages of `{}`, in the order they would run:", p.name);
-    for s in &p.stages {
-        let instances = s.instances.len();
-        let sweep = if instances > 1 { format!(" ({instances} sweep instances)") } else { String::new() };
-        eprintln!("  {:<16} {}{sweep}", s.name, s.kind);
-    }
-    eprintln!(
-        "\nerror: medgen cannot execute stages yet: the engine (cache, store, executors) is the next milestone.\n\
-         The pipeline is valid; `medgen check` and `medgen fmt` work today."
-    );
-    false
-}
-
-fn fmt(file: &Path, check_only: bool, color: bool) -> bool {
-    let stdin = file == Path::new("-");
-    let text = if stdin {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map(|_| s)
-    } else {
-        std::fs::read_to_string(file)
+/// Logs to stderr: warnings by default, more with -v and -vv; `RUST_LOG` overrides.
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
     };
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return false;
-        }
-    };
-    let name = if stdin { "<stdin>".to_string() } else { file.display().to_string() };
-    let formatted = match medgen_lang::format::format_source(&text) {
-        Ok(f) => f,
-        Err(diags) => {
-            let mut sources = SourceMap::new();
-            sources.add(name.clone(), None, text);
-            print_diagnostics(&diags, &sources, color);
-            eprintln!("{name}: not formatted, fix the syntax errors first");
-            return false;
-        }
-    };
-    if stdin {
-        out!("{formatted}");
-        return true;
-    }
-    if formatted == text {
-        return true;
-    }
-    if check_only {
-        eprintln!("{name}: not formatted (run `medgen fmt {name}`)");
-        return false;
-    }
-    // Write beside the file and rename over it, so an interrupted write never truncates it.
-    let tmp = file.with_extension("mg.fmt-tmp");
-    let written = std::fs::write(&tmp, &formatted).and_then(|_| std::fs::rename(&tmp, file));
-    match written {
-        Ok(()) => {
-            eprintln!("{name}: formatted");
-            true
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            eprintln!("error: cannot write {name}: {e}");
-            false
-        }
-    }
-}
-
-fn all_codes(registry: &StdRegistry) -> Vec<&'static Code> {
-    errors::ALL.iter().copied().chain(registry.codes()).collect()
-}
-
-fn explain(code: Option<&str>, list: bool, all: bool, registry: &StdRegistry) -> bool {
-    let codes = all_codes(registry);
-    if all {
-        out!("{}", reference::errors_markdown(&codes));
-        return true;
-    }
-    if list {
-        for c in &codes {
-            outln!("{}  {}", c.id, c.title);
-        }
-        return true;
-    }
-    let wanted = code.unwrap_or_default().to_uppercase();
-    match codes.iter().find(|c| c.id == wanted) {
-        Some(c) => {
-            outln!("{}", c.explanation.trim_end());
-            true
-        }
-        None => {
-            eprintln!("error: no diagnostic code `{wanted}`");
-            eprintln!("  run `medgen explain --list` to see every code");
-            false
-        }
-    }
-}
-
-fn stages(kind: Option<&str>, markdown: bool, registry: &StdRegistry) -> bool {
-    let sigs: Vec<_> = registry.kinds().into_iter().map(|k| k.signature()).collect();
-    let Some(kind) = kind else {
-        if markdown {
-            out!("{}", reference::stages_markdown(&sigs));
-        } else {
-            for s in &sigs {
-                outln!("{:<10} {:<8} {}", s.kind, s.keyword.as_str(), s.doc);
-            }
-            outln!("\nrun `medgen stages KIND` for a kind's inputs and parameters");
-        }
-        return true;
-    };
-    match sigs.iter().find(|s| s.kind == kind) {
-        Some(sig) => {
-            out!("{}", reference::stage_markdown(sig));
-            true
-        }
-        None => {
-            eprintln!(
-                "error: no stage kind `{kind}`; kinds are {}",
-                sigs.iter().map(|s| s.kind).collect::<Vec<_>>().join(", ")
-            );
-            false
-        }
-    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("medgen={level},medgen_engine={level},medgen_stdlib={level}"))
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

@@ -171,12 +171,15 @@ fn generated_docs_are_current() {
 }
 
 #[test]
-fn run_checks_first_and_says_execution_is_not_available_yet() {
-    let o = medgen(&["run", "pipelines/quickstart.mg"]);
-    assert_eq!(o.status.code(), Some(1));
+fn run_checks_first_and_names_the_stages_that_cannot_run_yet() {
+    let store = std::env::temp_dir().join(format!("medgen-cli-store-{}", std::process::id()));
+    let o = medgen(&["run", "pipelines/quickstart.mg", "--store", store.to_str().expect("utf-8 path")]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("pipelines/quickstart.mg: ok"), "{err}");
-    assert!(err.contains("cannot execute stages yet"), "{err}");
+    assert!(err.contains("`phantom` stages cannot run yet"), "{err}");
+    assert!(err.contains("skipped  vae: `brain` did not succeed"), "{err}");
     let bad = medgen(&["run", "pipelines/quickstart.mg", "--set", "ldm.mode=rflow"]);
+    assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("E0101"), "{}", stderr(&bad));
+    let _ = std::fs::remove_dir_all(store);
 }

@@ -1,6 +1,23 @@
-//! medgen-engine: turns a checked pipeline into a DAG of stage instances and runs it.
+//! medgen-engine: turns a checked pipeline into a DAG of stage instances and runs it, redoing
+//! only what changed.
 //!
-//! This crate will hold the lowering of a `medgen_lang::CheckedPipeline` into a petgraph DAG
-//! (sweeps expanded), the blake3 cache keys, the crash-safe content-addressed store under
-//! `.medgen/`, the scheduler and the executors (local, SLURM). It knows nothing of models:
-//! stage kinds are registered by `medgen-stdlib`. See `docs/design.md`, "Engine semantics".
+//! - [`dag`]: lowering a `CheckedPipeline` into a petgraph DAG of instances;
+//! - [`key`]: cache keys (read its module doc for what goes into a key and what never does);
+//! - [`digest`], [`hash`]: typed blake3 digests, parallel file hashing with a stat cache;
+//! - [`store`]: the crash-safe content-addressed store under `.medgen/`;
+//! - [`plan`]: what would run and why;
+//! - [`schedule`]: running instances in parallel, with per-key locks across processes;
+//! - [`runner`]: the interface stage kinds implement (medgen-stdlib registers them);
+//! - [`graph`]: DOT and Mermaid renderings.
+//!
+//! It knows nothing of models. See `docs/design.md`, "Engine semantics".
+
+pub mod dag;
+pub mod digest;
+pub mod graph;
+pub mod hash;
+pub mod key;
+pub mod plan;
+pub mod runner;
+pub mod schedule;
+pub mod store;

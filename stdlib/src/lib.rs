@@ -1,12 +1,14 @@
 //! medgen-stdlib: the stage kinds of medgen and everything they need.
 //!
-//! For now this crate declares each kind's signature (inputs, typed parameters with ranges and
+//! This crate declares each kind's signature (inputs, typed parameters with ranges and
 //! defaults, output) and its `derive`, which computes what an instance yields before it runs
 //! (channel counts, latent geometry, metric names) and reports the seeds' pitfalls as
 //! diagnostics with stable codes (`pitfalls.rs`). The checker in medgen-lang sees the kinds only
-//! through [`StdRegistry`], so the language stays free of domain knowledge.
+//! through [`StdRegistry`], so the language stays free of domain knowledge; the engine runs them
+//! through [`StdRuntime`] (`run/`), where so far only `shell` has an implementation.
 
 pub mod pitfalls;
+pub mod run;
 pub mod split;
 mod stages;
 pub mod vocab;
@@ -16,6 +18,7 @@ use medgen_lang::signature::{Registry, StageKind};
 use medgen_lang::source::Span;
 
 use pitfalls::Pitfall;
+pub use run::StdRuntime;
 
 /// Every stage kind medgen knows.
 pub struct StdRegistry {

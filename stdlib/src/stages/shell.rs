@@ -42,6 +42,12 @@ impl Shell {
                         ParamDefault::Required,
                         "names of the files the command writes",
                     ),
+                    ParamSig::new(
+                        "metrics",
+                        Type::set(Type::Name, 0, None),
+                        ParamDefault::Value(Value::List(Vec::new())),
+                        "metric names the command writes to {out.metrics} as a JSON object; `expect` can gate on them",
+                    ),
                 ],
                 output: DataKind::Files,
             },
@@ -64,7 +70,8 @@ impl StageKind for Shell {
         };
         let inputs = keys(cx.value("inputs"));
         let params = keys(cx.value("params"));
-        let outputs = strings(cx.value("outputs"));
+        let outputs =
+            crate::run::declared_outputs(&cx.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect());
         let span = cx.span_of("command");
         for (start, end, scope, name) in medgen_lang::check::placeholders(&command) {
             let span = medgen_lang::check::placeholder_span(span, &command, start, end);
@@ -83,6 +90,7 @@ impl StageKind for Shell {
         for name in outputs {
             o.fields.insert(name, Field::File);
         }
+        o.metrics = strings(cx.value("metrics"));
         o
     }
 }

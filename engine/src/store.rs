@@ -1,0 +1,410 @@
+//! The store: `.medgen/` beside the pipeline (or `--store` / `MEDGEN_STORE`).
+//!
+//! ```text
+//! objects/<key>/      one committed stage instance: out/ (its files), manifest.json,
+//!                     key.json (what made the key), log.txt (the stage's output)
+//! tmp/<key>.<pid>.<n> an attempt in progress; never read by anyone but its owner
+//! work/<key>/         a stage's checkpoints, kept across crashes so a rerun resumes
+//! locks/<key>.lock    per-key locks (flock: released by the kernel when the holder dies)
+//! index/<pipeline>/   per instance name, the key and output of its last success
+//! runs/               one record per `medgen run`
+//! statcache.json      input-file hashes by stat, to skip re-reading unchanged data
+//! ```
+//!
+//! Crash safety comes from one rule: an attempt writes only inside its own `tmp/` directory,
+//! and the directory is renamed to `objects/<key>` — one atomic step — only after the stage
+//! succeeded and every file and the manifest were flushed to disk. A failed, killed or
+//! cancelled attempt leaves at most a `tmp/` directory, which nothing trusts and `medgen gc`
+//! removes. An entry in `objects/` is checked cheaply (its manifest parses and every file has
+//! its recorded size) before each use, and fully (every file re-hashed) with `--verify`; a
+//! corrupt one is moved to `corrupt/` and recomputed.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{FileDigest, OutputDigest, StageKey};
+use crate::hash::hash_file;
+use crate::key::CacheKey;
+
+/// Writes `bytes` to `path` through a temporary file and a rename, flushed to disk.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), next_id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One output file as the manifest records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub digest: FileDigest,
+    pub size: u64,
+}
+
+/// What a committed instance holds: its files (relative to `out/`) and measured metrics.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: BTreeMap<String, FileEntry>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Manifest {
+    /// The output digest: what downstream keys depend on.
+    pub fn digest(&self) -> OutputDigest {
+        OutputDigest::from_hash(blake3::hash(&serde_json::to_vec(self).expect("a manifest serialises")))
+    }
+
+    /// Hashes every file under `out` into a manifest.
+    pub fn of_dir(out: &Path, metrics: BTreeMap<String, f64>) -> io::Result<Manifest> {
+        let mut rels = Vec::new();
+        collect(out, out, &mut rels)?;
+        let mut files = BTreeMap::new();
+        for rel in rels {
+            let path = out.join(&rel);
+            let size = fs::metadata(&path)?.len();
+            files.insert(rel, FileEntry { digest: hash_file(&path)?, size });
+        }
+        Ok(Manifest { files, metrics })
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root).expect("below root").to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// The key and what it was made from, stored beside an output and in the index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub pipeline: String,
+    pub instance: String,
+    pub key: CacheKey,
+    /// Dotted parameter position → the path it had (relative to the pipeline file).
+    pub file_paths: BTreeMap<String, String>,
+    /// Upstream input name → the upstream instance's name.
+    pub upstream_instances: BTreeMap<String, String>,
+}
+
+/// A committed instance.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: StageKey,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub output: OutputDigest,
+}
+
+impl Entry {
+    /// Where its files are.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+}
+
+/// The last success of an instance, by name: what `plan` compares against to say why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub record: KeyRecord,
+    pub stage_key: StageKey,
+    pub output: OutputDigest,
+    /// Seconds since the epoch when it finished.
+    pub finished: u64,
+    /// How long the stage ran, in seconds (0 for an instance that was already cached).
+    pub seconds: f64,
+}
+
+/// An attempt's private directory.
+pub struct Attempt {
+    pub dir: PathBuf,
+}
+
+impl Attempt {
+    /// Where the stage writes its outputs.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+
+    /// A fresh, empty working directory for the stage's process.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.dir.join("scratch")
+    }
+
+    /// Removes the attempt (after a failure or cancellation).
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A held per-key lock; dropping it releases the lock.
+pub struct KeyLock {
+    _file: File,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating as needed) the store at `root`.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        for sub in ["objects", "tmp", "work", "locks", "index", "runs", "corrupt"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn stat_cache_path(&self) -> PathBuf {
+        self.root.join("statcache.json")
+    }
+
+    fn object_dir(&self, key: StageKey) -> PathBuf {
+        self.root.join("objects").join(key.hex())
+    }
+
+    /// The persistent work directory of a key (checkpoints for resuming).
+    pub fn work_dir(&self, key: StageKey) -> io::Result<PathBuf> {
+        let dir = self.root.join("work").join(key.hex());
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// The committed entry of `key`, if there is one and it passes the cheap check (its
+    /// manifest parses and every file exists with its recorded size).
+    pub fn entry(&self, key: StageKey) -> Result<Option<Entry>, String> {
+        let dir = self.object_dir(key);
+        let manifest_path = dir.join("manifest.json");
+        let bytes = match fs::read(&manifest_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read its manifest: {e}")),
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable manifest: {e}"))?;
+        for (rel, f) in &manifest.files {
+            match fs::metadata(dir.join("out").join(rel)) {
+                Ok(m) if m.len() == f.size => {}
+                Ok(m) => return Err(format!("{rel} has {} bytes, {} were written", m.len(), f.size)),
+                Err(_) => return Err(format!("{rel} is missing")),
+            }
+        }
+        let output = manifest.digest();
+        Ok(Some(Entry { key, dir, manifest, output }))
+    }
+
+    /// Re-hashes every file of an entry against its manifest.
+    pub fn verify(&self, entry: &Entry) -> Result<(), String> {
+        for (rel, f) in &entry.manifest.files {
+            let digest = hash_file(&entry.out_dir().join(rel)).map_err(|e| format!("{rel}: {e}"))?;
+            if digest != f.digest {
+                return Err(format!("{rel} does not match its recorded hash"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a corrupt entry out of the way, keeping it for inspection.
+    pub fn quarantine(&self, key: StageKey) -> io::Result<PathBuf> {
+        let target = self.root.join("corrupt").join(format!("{}.{}", key.hex(), next_id_for_name()));
+        fs::rename(self.object_dir(key), &target)?;
+        Ok(target)
+    }
+
+    /// Takes the lock of `key`, waiting while another process (or thread) holds it. A lock
+    /// whose holder died is free: the kernel releases it with the process.
+    pub fn lock(&self, key: StageKey, cancel: &AtomicBool) -> io::Result<Option<KeyLock>> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("locks").join(format!("{}.lock", key.hex())))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(KeyLock { _file: file })),
+                Err(fs::TryLockError::WouldBlock) => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// A private directory for one attempt at `key`.
+    pub fn attempt(&self, key: StageKey) -> io::Result<Attempt> {
+        let dir = self.root.join("tmp").join(format!("{}.{}.{}", key.hex(), std::process::id(), next_id()));
+        fs::create_dir_all(dir.join("out"))?;
+        fs::create_dir_all(dir.join("scratch"))?;
+        Ok(Attempt { dir })
+    }
+
+    /// Makes a successful attempt the entry of `key`: hashes its outputs, writes the manifest
+    /// and key record, flushes everything, and renames the directory into place.
+    pub fn commit(&self, attempt: Attempt, record: &KeyRecord, metrics: BTreeMap<String, f64>) -> io::Result<Entry> {
+        let key = record.key.digest();
+        let _ = fs::remove_dir_all(attempt.scratch_dir());
+        let manifest = Manifest::of_dir(&attempt.out_dir(), metrics)?;
+        for rel in manifest.files.keys() {
+            File::open(attempt.out_dir().join(rel))?.sync_all()?;
+        }
+        write_atomic(&attempt.dir.join("key.json"), &pretty(record))?;
+        write_atomic(&attempt.dir.join("manifest.json"), &pretty(&manifest))?;
+        File::open(&attempt.dir)?.sync_all()?;
+        let target = self.object_dir(key);
+        match fs::rename(&attempt.dir, &target) {
+            Ok(()) => {}
+            // Another process committed the same key first: its bytes are as good as ours.
+            Err(_) if target.join("manifest.json").exists() => attempt.discard(),
+            Err(e) => return Err(e),
+        }
+        File::open(self.root.join("objects"))?.sync_all()?;
+        let _ = fs::remove_dir_all(self.root.join("work").join(key.hex()));
+        let output = manifest.digest();
+        Ok(Entry { key, dir: target, manifest, output })
+    }
+
+    fn index_path(&self, pipeline: &str, instance: &str) -> PathBuf {
+        let name = blake3::hash(instance.as_bytes()).to_hex();
+        self.root.join("index").join(sanitize(pipeline)).join(format!("{}.json", &name[..32]))
+    }
+
+    /// The last success of an instance.
+    pub fn last(&self, pipeline: &str, instance: &str) -> Option<IndexEntry> {
+        let bytes = fs::read(self.index_path(pipeline, instance)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records a success (skipped when the index already says the same).
+    pub fn remember(&self, entry: &IndexEntry) -> io::Result<()> {
+        let path = self.index_path(&entry.record.pipeline, &entry.record.instance);
+        if let Some(old) = self.last(&entry.record.pipeline, &entry.record.instance) {
+            if old.stage_key == entry.stage_key && old.output == entry.output && entry.seconds == 0.0 {
+                return Ok(());
+            }
+        }
+        fs::create_dir_all(path.parent().expect("index file has a parent"))?;
+        write_atomic(&path, &pretty(entry))
+    }
+
+    /// Every index entry of a pipeline.
+    pub fn index(&self, pipeline: &str) -> Vec<IndexEntry> {
+        let dir = self.root.join("index").join(sanitize(pipeline));
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        entries.filter_map(|e| fs::read(e.ok()?.path()).ok()).filter_map(|b| serde_json::from_slice(&b).ok()).collect()
+    }
+
+    /// Writes a run record; returns its path.
+    pub fn record_run(&self, record: &impl Serialize, started: u64) -> io::Result<PathBuf> {
+        let path = self.root.join("runs").join(format!("{started}-{}.json", std::process::id()));
+        write_atomic(&path, &pretty(record))?;
+        Ok(path)
+    }
+
+    /// The newest run record, if any.
+    pub fn latest_run(&self) -> Option<PathBuf> {
+        let mut runs: Vec<PathBuf> =
+            fs::read_dir(self.root.join("runs")).ok()?.filter_map(|e| Some(e.ok()?.path())).collect();
+        runs.sort();
+        runs.pop()
+    }
+
+    /// Keys of every committed entry.
+    pub fn keys(&self) -> Vec<StageKey> {
+        let Ok(entries) = fs::read_dir(self.root.join("objects")) else { return Vec::new() };
+        entries.filter_map(|e| StageKey::parse(&e.ok()?.file_name().to_string_lossy())).collect()
+    }
+
+    /// Removes an entry (and its work directory); returns the bytes freed.
+    pub fn remove(&self, key: StageKey) -> u64 {
+        let mut freed = 0;
+        for dir in [self.object_dir(key), self.root.join("work").join(key.hex())] {
+            freed += dir_size(&dir);
+            let _ = fs::remove_dir_all(&dir);
+        }
+        freed
+    }
+
+    /// Removes attempts and work directories left by processes that are gone, and what is in
+    /// `corrupt/`; returns the bytes freed. `live_work` are keys whose checkpoints to keep.
+    pub fn remove_leftovers(&self, live_work: &[StageKey]) -> u64 {
+        let mut freed = 0;
+        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid: Option<i32> = name.split('.').nth(1).and_then(|p| p.parse().ok());
+                if pid.is_none_or(|p| !process_alive(p)) {
+                    freed += dir_size(&e.path());
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        for sub in ["work", "corrupt"] {
+            if let Ok(entries) = fs::read_dir(self.root.join(sub)) {
+                for e in entries.flatten() {
+                    let key = StageKey::parse(&e.file_name().to_string_lossy());
+                    if sub == "corrupt" || key.is_none_or(|k| !live_work.contains(&k)) {
+                        freed += dir_size(&e.path());
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        freed
+    }
+}
+
+fn next_id_for_name() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{now}.{}", next_id())
+}
+
+/// Whether a process with this id exists (signal 0 probes without sending anything).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for the process; it has no other effect.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
+/// Total size of the files under `path`.
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+}
+
+/// A pipeline name as a directory name.
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+/// A store record as indented JSON.
+fn pretty(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("store records serialise")
+}

@@ -1,0 +1,36 @@
+//! Runners: how each stage kind executes, for the engine. Only `shell` runs so far; the
+//! model stages (compress, encode, diffuse, sample, evaluate) and the datasets are checked but
+//! not yet executable, and the engine says so when asked to run one.
+
+mod shell;
+
+use medgen_engine::runner::{Runtime, StageRunner};
+
+pub(crate) use shell::declared_outputs;
+pub use shell::Shell;
+
+/// Every stage kind that can run.
+pub struct StdRuntime {
+    shell: Shell,
+}
+
+impl StdRuntime {
+    pub fn new() -> Self {
+        StdRuntime { shell: Shell }
+    }
+}
+
+impl Default for StdRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime for StdRuntime {
+    fn runner(&self, kind: &str) -> Option<&dyn StageRunner> {
+        match kind {
+            "shell" => Some(&self.shell),
+            _ => None,
+        }
+    }
+}

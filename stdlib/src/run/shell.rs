@@ -1,0 +1,257 @@
+//! Running a `shell` stage: the command, with its placeholders replaced by shell-quoted paths
+//! and values, runs under `/bin/sh -c` in a fresh, empty working directory, with a clean
+//! environment:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `PATH`, `HOME` | inherited |
+//! | `LANG`, `LC_ALL` | `C.UTF-8` |
+//! | `TZ` | `UTC` |
+//! | `TMPDIR` | the working directory |
+//! | `MEDGEN_STAGE` | the instance's name |
+//! | `MEDGEN_OUT` | the directory the `{out.X}` files go to |
+//! | `MEDGEN_WORK` | a directory kept across attempts (for checkpoints) |
+//!
+//! Nothing else is inherited, so a run does not depend on the caller's shell. Every declared
+//! input is linked into the working directory at its path relative to the pipeline file, so
+//! `python3 prep.py` finds `prep.py` when `inputs` declares it — and only declared files are
+//! there: a command that reads an undeclared file fails instead of silently depending on it.
+//! `{in.X}` is replaced by that relative path. The command's
+//! stdout and stderr go to the stage's log. It fails when the exit status is not 0, when a
+//! declared output was not written, or when declared metrics are not in `{out.metrics}`.
+//! An interruption sends SIGTERM to the command's process group, then SIGKILL.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
+use medgen_lang::value::Value;
+
+use crate::vocab::strings;
+
+/// Lines of the log shown when a command fails.
+const LOG_TAIL_LINES: usize = 20;
+
+/// How long a command has to exit after SIGTERM before it gets SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Shell;
+
+impl StageRunner for Shell {
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
+        let params = &cx.instance.params;
+        let template = params.get("command").and_then(Value::as_str).unwrap_or_default();
+        let outputs = declared_outputs(params);
+        link_inputs(cx)?;
+        let command = substitute(template, cx, params)?;
+        tracing::debug!(stage = %cx.instance.name, %command, "running");
+        let log = std::fs::File::create(&cx.log_path).map_err(|e| failed("cannot create the log", e))?;
+        let log_err = log.try_clone().map_err(|e| failed("cannot open the log", e))?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&command)
+            .current_dir(&cx.scratch_dir)
+            .env_clear()
+            .envs(["PATH", "HOME"].iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .env("LANG", "C.UTF-8")
+            .env("LC_ALL", "C.UTF-8")
+            .env("TZ", "UTC")
+            .env("TMPDIR", &cx.scratch_dir)
+            .env("MEDGEN_STAGE", &cx.instance.name)
+            .env("MEDGEN_OUT", &cx.out_dir)
+            .env("MEDGEN_WORK", &cx.work_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when the
+        // thread that spawned it exits, so a killed `medgen` leaves no command running.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| failed("cannot start /bin/sh", e))?;
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| failed("cannot wait for the command", e))? {
+                break status;
+            }
+            if cx.cancel.load(Ordering::Relaxed) {
+                terminate(&mut child);
+                return Err(StageError::Cancelled);
+            }
+            (cx.progress)(format!("running for {}s", started.elapsed().as_secs()));
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
+            let what = match status.code() {
+                Some(code) => format!("the command exited with status {code}"),
+                None => "the command was killed by a signal".to_string(),
+            };
+            return Err(StageError::Failed(format!("{what}\n  command: {command}{}", tail(&cx.log_path))));
+        }
+        for name in &outputs {
+            if !cx.out_dir.join(name).exists() {
+                return Err(StageError::Failed(format!(
+                    "the command did not write its declared output `{name}` ({{out.{name}}}){}",
+                    tail(&cx.log_path)
+                )));
+            }
+        }
+        let metrics = read_metrics(&cx.out_dir, &strings(params.get("metrics").unwrap_or(&Value::None)))?;
+        Ok(Outcome { metrics })
+    }
+}
+
+/// Links each declared input into the working directory under its relative path.
+fn link_inputs(cx: &RunContext<'_>) -> Result<(), StageError> {
+    for (position, rel) in &cx.instance.files {
+        let rel = Path::new(rel);
+        let inside = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !position.starts_with("inputs.") || !inside {
+            return Err(StageError::Failed(format!(
+                "input `{}` must be a path inside the pipeline's directory (no `..`, not absolute)",
+                rel.display()
+            )));
+        }
+        let link = cx.scratch_dir.join(rel);
+        if link.exists() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| failed("cannot prepare the working directory", e))?;
+        }
+        std::os::unix::fs::symlink(cx.pipeline_dir.join(rel), &link).map_err(|e| failed("cannot link an input", e))?;
+    }
+    Ok(())
+}
+
+/// The declared outputs, with `metrics` added when metrics are declared.
+pub(crate) fn declared_outputs(params: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut outputs = strings(params.get("outputs").unwrap_or(&Value::None));
+    let declares_metrics = params.get("metrics").is_some_and(|m| !m.as_list().is_empty());
+    if declares_metrics && !outputs.iter().any(|o| o == "metrics") {
+        outputs.push("metrics".into());
+    }
+    outputs
+}
+
+fn failed(what: &str, e: std::io::Error) -> StageError {
+    StageError::Failed(format!("{what}: {e}"))
+}
+
+/// SIGTERM to the command's process group, then SIGKILL if it lingers.
+fn terminate(child: &mut std::process::Child) {
+    let group = -(child.id() as i32);
+    // SAFETY: signalling our own child's process group.
+    unsafe { libc::kill(group, libc::SIGTERM) };
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Replaces `{in.X}`, `{params.X}`, `{out.X}` and `{STAGE.X}` with shell-quoted text.
+fn substitute(template: &str, cx: &RunContext<'_>, params: &BTreeMap<String, Value>) -> Result<String, StageError> {
+    let mut out = String::with_capacity(template.len());
+    let mut last = 0;
+    for (start, end, scope, name) in medgen_lang::check::placeholders(template) {
+        out.push_str(&template[last..start]);
+        last = end;
+        let text = match scope {
+            "in" => cx.instance.files.get(&format!("inputs.{name}")).cloned(),
+            "params" => params.get("params").and_then(|p| p.get(name)).map(scalar_text),
+            "out" => Some(cx.out_dir.join(name).display().to_string()),
+            stage => cx.placeholders.get(stage).map(|dir| dir.join(name).display().to_string()),
+        };
+        let text = text.ok_or_else(|| StageError::Failed(format!("placeholder {{{scope}.{name}}} has no value")))?;
+        out.push_str(&quote(&text));
+    }
+    out.push_str(&template[last..]);
+    Ok(out)
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::Str(s) | Value::Enum(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Quotes for `sh` unless the text is made only of characters that need none.
+fn quote(text: &str) -> String {
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// The last lines of the log, indented, for an error message.
+fn tail(log: &Path) -> String {
+    let Ok(mut f) = std::fs::File::open(log) else { return String::new() };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut text = String::new();
+    let _ = f.read_to_string(&mut text);
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let shown = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    format!(
+        "\n  last lines of its output:\n{}",
+        shown.iter().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// Reads declared metrics from `{out.metrics}`, a JSON object of numbers.
+fn read_metrics(out: &Path, names: &[String]) -> Result<BTreeMap<String, f64>, StageError> {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let path = out.join("metrics");
+    let text = std::fs::read_to_string(&path).map_err(|e| failed("cannot read {out.metrics}", e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StageError::Failed(format!("{{out.metrics}} is not a JSON object of numbers: {e}")))?;
+    names
+        .iter()
+        .map(|n| match json.get(n).and_then(serde_json::Value::as_f64) {
+            Some(v) => Ok((n.clone(), v)),
+            None => Err(StageError::Failed(format!("{{out.metrics}} has no number `{n}`"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quoting_leaves_plain_words_and_protects_the_rest() {
+        assert_eq!(quote("data/raw.csv"), "data/raw.csv");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+}
