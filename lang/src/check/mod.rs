@@ -101,8 +101,10 @@ pub(crate) struct Checker<'a> {
     pipeline_name: Option<String>,
     /// Top-level constants by name.
     constants: BTreeMap<String, Binding>,
-    /// Declarations by name, in source order.
+    /// Declarations, in source order.
     decls: Vec<Decl>,
+    /// Position of each declaration in `decls`, by name.
+    decl_index: BTreeMap<String, usize>,
     /// Overridden parameters per declaration: `(param, value, span of the override)`.
     decl_overrides: BTreeMap<String, Vec<(crate::syntax::ast::Ident, Expr)>>,
     /// Results of checked declarations; `None` for one that had errors.
@@ -125,6 +127,7 @@ impl<'a> Checker<'a> {
             pipeline_name: None,
             constants: BTreeMap::new(),
             decls: Vec::new(),
+            decl_index: BTreeMap::new(),
             decl_overrides: BTreeMap::new(),
             done: BTreeMap::new(),
             expanding: Vec::new(),
@@ -144,6 +147,7 @@ impl<'a> Checker<'a> {
                 }
                 Item::Decl(d) => {
                     if c.note_name(&mut first_seen, &d.name.name, d.name.span, d.keyword.as_str()) {
+                        c.decl_index.insert(d.name.name.clone(), c.decls.len());
                         c.decls.push(d.clone());
                     }
                 }
@@ -169,7 +173,7 @@ impl<'a> Checker<'a> {
     }
 
     fn decl(&self, name: &str) -> Option<&Decl> {
-        self.decls.iter().find(|d| d.name.name == name)
+        self.decl_index.get(name).map(|i| &self.decls[*i])
     }
 
     /// Reports a reference to nothing, unless it names a declaration whose syntax was broken

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::errors::ErrorKind;
+use crate::signature::Type;
 use crate::source::Span;
 use crate::syntax::ast::{BlockItem, Decl, Expr, ExprKind};
 
@@ -58,9 +59,20 @@ impl Checker<'_> {
         if let Some(args) = &decl.args {
             exprs.extend(args.args.iter().map(|a| &a.value));
         }
+        // Names chosen by the user (a shell stage's `outputs`) are not references, even when
+        // one is spelt like a stage.
+        let signature = self.registry.kind(&decl.kind.name).map(|k| k.signature());
+        let is_name = |param: &str| {
+            signature.and_then(|s| s.param(param)).is_some_and(|p| match &p.ty {
+                Type::Name => true,
+                Type::List { item, .. } => **item == Type::Name,
+                _ => false,
+            })
+        };
         if let Some(block) = &decl.block {
             for item in &block.items {
                 match item {
+                    BlockItem::Assign(b) if is_name(&b.name.name) => {}
                     BlockItem::Assign(b) => exprs.push(&b.value),
                     BlockItem::Sweep(s) => exprs.extend(&s.values),
                     BlockItem::Expect(_) => {}

@@ -84,6 +84,8 @@ impl StageRunner for Shell {
         }
         let mut child = cmd.spawn().map_err(|e| failed("cannot start /bin/sh", e))?;
         let started = Instant::now();
+        // Poll quickly at first (most commands are short), then back off to a few checks a second.
+        let mut pause = Duration::from_millis(1);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(|e| failed("cannot wait for the command", e))? {
                 break status;
@@ -93,7 +95,8 @@ impl StageRunner for Shell {
                 return Err(StageError::Cancelled);
             }
             (cx.progress)(format!("running for {}s", started.elapsed().as_secs()));
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
         };
         if !status.success() {
             let what = match status.code() {
