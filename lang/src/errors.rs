@@ -258,7 +258,12 @@ impl DiagnosticKind for ErrorKind {
             SweepAndSet { .. } => "remove the fixed value; the sweep gives every value".into(),
             SweepEmpty { .. } => "list at least one value, or remove the sweep".into(),
             SweepTooLarge { .. } => "sweep fewer parameters or fewer values at once".into(),
-            ExpectNoMetrics { .. } => "put `expect` lines in an `evaluate` stage".into(),
+            ExpectNoMetrics { kind } if kind == "shell" => {
+                "declare the metrics the command writes to {out.metrics}: `metrics = [name, ...]`".into()
+            }
+            ExpectNoMetrics { .. } => {
+                "put `expect` lines in a stage that measures metrics (`evaluate`, training stages)".into()
+            }
             ExpectUnknownMetric { metrics, .. } => format!("this stage measures {}", list(metrics)),
             ExpectNotNumeric => "write it as `expect METRIC < NUMBER`".into(),
             OverrideSyntax { .. } => "write `--set STAGE.PARAM=VALUE` (or `--set CONSTANT=VALUE`)".into(),
