@@ -25,7 +25,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::atomic::AtomicBool;
+
+use medgen_engine::dag::Dag;
 use medgen_engine::hash::{hash_file, StatCache};
+use medgen_engine::plan::{plan as plan_states, State};
+use medgen_engine::schedule::{self, Event, Observer, RunOptions};
+use medgen_engine::store::Store;
+use medgen_lang::source::FileId;
+use medgen_stdlib::{StdRegistry, StdRuntime};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -105,6 +113,10 @@ fn bench() -> Result<()> {
             rows.push(pipeline_bench(&bin, &dir.path, n).map_err(|e| format!("{n}-stage pipeline: {e}"))?);
         }
         print_pipeline_table(&rows);
+        let largest = &rows[rows.len() - 1];
+        eprintln!("[bench] phases of the {}-stage no-op ...", largest.generated.stages);
+        let phases = phases(&largest.generated).map_err(|e| format!("phases: {e}"))?;
+        print_phases(largest, &phases);
     }
     if selection.hash {
         eprintln!("[bench] hashing 1 GiB ...");
@@ -472,6 +484,119 @@ fn print_pipeline_table(rows: &[Row]) {
         g.store.display()
     );
     println!("```\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where a no-op's time goes
+
+/// Ignores the scheduler's events.
+struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event) {}
+}
+
+/// One phase of a no-op run, timed in this process.
+struct Phase {
+    name: &'static str,
+    /// Whether it is part of another phase (shown indented, not added to the total).
+    part: bool,
+    times: Vec<Duration>,
+}
+
+fn timed<T>(times: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let value = f();
+    times.push(started.elapsed());
+    value
+}
+
+/// Times, in this process and through the library crates, the steps `medgen run` takes on an
+/// up-to-date pipeline (as `src/engine_cmds.rs` does them), and parts of them.
+fn phases(g: &Generated) -> Result<Vec<Phase>> {
+    let names = [
+        ("parse + check (`medgen_lang::check_file`)", false),
+        ("read + parse alone (`medgen_lang::syntax::parse_file`)", true),
+        ("lowering (`Dag::lower`)", false),
+        ("open the store, load the stat cache", false),
+        ("no-op run (`schedule::run`)", false),
+        ("dry run instead: keys and store look-ups (`plan::plan`)", true),
+        ("`Store::entry` of every instance (manifest read, output stat)", true),
+        ("`Store::last` of every instance (index read; `remember` does it for each cached one)", true),
+        ("stat cache save, run record write", false),
+    ];
+    let mut phases: Vec<Phase> = names.iter().map(|&(name, part)| Phase { name, part, times: Vec::new() }).collect();
+    let registry = StdRegistry::new();
+    let runtime = StdRuntime::new();
+    let dir = g.file.parent().expect("the pipeline file is in a directory");
+    let options = RunOptions { jobs: 2, keep_going: false, verify: false };
+    let cancel = AtomicBool::new(false);
+    for _ in 0..REPS {
+        let [check, parse, lower, open, run, plan, entry, last, save] = &mut phases[..] else { unreachable!() };
+        timed(&mut parse.times, || {
+            let text = fs::read_to_string(&g.file).map_err(|e| format!("cannot read {}: {e}", g.file.display()))?;
+            let (_, diagnostics) = medgen_lang::syntax::parse_file(FileId(0), &text);
+            if diagnostics.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} does not parse", g.file.display()))
+            }
+        })?;
+        let report = timed(&mut check.times, || medgen_lang::check_file(&g.file, &[], &registry));
+        let pipeline = report.pipeline.ok_or_else(|| format!("{} does not check", g.file.display()))?;
+        let dag = timed(&mut lower.times, || Dag::lower(&pipeline, &registry));
+        let (store, stats) = timed(&mut open.times, || {
+            let store = Store::open(&g.store).map_err(|e| format!("cannot open {}: {e}", g.store.display()))?;
+            let stats = StatCache::load(&store.stat_cache_path());
+            Ok::<_, String>((store, stats))
+        })?;
+        let states = timed(&mut plan.times, || plan_states(&dag, &store, &stats, dir, &runtime, false));
+        let keys: Vec<_> = states
+            .iter()
+            .map(|(node, state)| match state {
+                State::UpToDate(e) => Ok((e.key, dag.instance(*node).name.clone())),
+                _ => Err(format!("{} is not up to date", dag.instance(*node).name)),
+            })
+            .collect::<Result<_>>()?;
+        timed(&mut entry.times, || keys.iter().for_each(|(key, _)| drop(store.entry(*key))));
+        timed(&mut last.times, || keys.iter().for_each(|(_, name)| drop(store.last(&dag.pipeline, name))));
+        let report =
+            timed(&mut run.times, || schedule::run(&dag, &store, &stats, dir, &runtime, &options, &Quiet, &cancel));
+        if report.failed() || report.instances.iter().any(|i| !matches!(i.outcome, schedule::Outcome::Cached)) {
+            return Err("the in-process no-op run did not find every instance cached".into());
+        }
+        timed(&mut save.times, || {
+            stats.save(&store.stat_cache_path()).map_err(|e| format!("cannot save the stat cache: {e}"))?;
+            store.record_run(&report, report.started).map_err(|e| format!("cannot write the run record: {e}"))
+        })?;
+    }
+    Ok(phases)
+}
+
+fn print_phases(row: &Row, phases: &[Phase]) {
+    println!("## Where the {}-stage no-op goes\n", row.generated.stages);
+    println!(
+        "The steps of `medgen run` on the up-to-date pipeline, timed in one process through the library crates \
+         (median of {REPS}); indented rows are parts of, or alternatives to, the row above them, not added to \
+         the total.\n"
+    );
+    println!("| step | median | min |");
+    println!("|---|---:|---:|");
+    let mut total = Duration::ZERO;
+    for p in phases {
+        let s = Stats::of(&p.times);
+        if !p.part {
+            total += s.median;
+        }
+        let indent = if p.part { "&nbsp;&nbsp;&nbsp;&nbsp;" } else { "" };
+        println!("| {indent}{} | {} | {} |", p.name, ms(s.median), ms(s.min));
+    }
+    println!("| **sum of the steps** | **{}** | |", ms(total));
+    println!("| whole `medgen run` process (from the table above) | {} | {} |", ms(row.noop.median), ms(row.noop.min));
+    println!(
+        "| &nbsp;&nbsp;&nbsp;&nbsp;the rest: process start and exit, argument parsing, freeing memory | {} | |\n",
+        ms(row.noop.median.saturating_sub(total))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

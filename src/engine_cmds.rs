@@ -41,11 +41,11 @@ fn load(
     color: bool,
 ) -> Result<Loaded, Exit> {
     let report = medgen_lang::check_file(file, overrides, registry);
-    lang_cmds::print_diagnostics(&report.diagnostics, &report.sources, color);
     let Some(pipeline) = report.pipeline else {
         lang_cmds::report(file, &report, false, color);
         return Err(Exit::Errors);
     };
+    lang_cmds::print_diagnostics(&report.diagnostics, &report.sources, color);
     let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
     let dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let root = store.store.clone().unwrap_or_else(|| dir.join(".medgen"));
@@ -142,10 +142,7 @@ fn summarize(report: &RunReport) -> Exit {
         eprintln!("interrupted: stages that did not finish recorded nothing; run again to continue");
         Exit::Interrupted
     } else if report.failed() {
-        if failed > 0
-            && !report.instances.iter().any(|i| matches!(i.outcome, Outcome::Skipped { .. }))
-            && not_started > 0
-        {
+        if failed > 0 && not_started > 0 {
             eprintln!("stopped after the first failure; `--keep-going` runs the stages that do not depend on it");
         }
         Exit::StageFailed

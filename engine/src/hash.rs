@@ -1,6 +1,6 @@
 //! Hashing input files by content, fast: large files are memory-mapped and hashed on every
 //! core (blake3's rayon mode), directories are hashed file by file in parallel, and a stat
-//! cache remembers each file's hash by (size, modification time, inode) so an unchanged
+//! cache remembers each file's hash by (size, modification and change times, inode) so an unchanged
 //! multi-gigabyte dataset is not read again on every run. `--verify` bypasses the cache.
 
 use std::collections::BTreeMap;
@@ -40,6 +40,8 @@ pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
 struct Stat {
     size: u64,
     mtime_ns: i128,
+    /// Status-change time: moves on any write, even when the modification time is put back.
+    ctime_ns: i128,
     inode: u64,
 }
 
@@ -48,6 +50,7 @@ impl Stat {
         Stat {
             size: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
             inode: meta.ino(),
         }
     }
@@ -96,7 +99,7 @@ impl StatCache {
         if !verify {
             let entries = self.entries.lock().expect("stat cache lock");
             if let Some(c) = entries.get(&canonical) {
-                if c.stat == stat && c.hashed_at_ns - stat.mtime_ns > RACY_WINDOW_NS {
+                if c.stat == stat && c.hashed_at_ns - stat.mtime_ns.max(stat.ctime_ns) > RACY_WINDOW_NS {
                     return Ok(c.digest);
                 }
             }

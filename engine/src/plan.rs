@@ -147,11 +147,15 @@ pub fn plan(
 ) -> Vec<(NodeIndex, State)> {
     let mut outputs: BTreeMap<NodeIndex, OutputDigest> = BTreeMap::new();
     let mut states = Vec::with_capacity(dag.order.len());
+    let mut blocked = std::collections::BTreeSet::new();
     for &node in &dag.order {
         let inst = dag.instance(node);
         let waiting: Vec<String> =
             dag.upstream(node).filter(|u| !outputs.contains_key(u)).map(|u| dag.instance(u).name.clone()).collect();
-        let state = if !waiting.is_empty() {
+        let blocked_by = dag.upstream(node).find(|u| blocked.contains(u));
+        let state = if let Some(up) = blocked_by {
+            State::Blocked { why: format!("`{}` cannot run", dag.instance(up).name) }
+        } else if !waiting.is_empty() {
             State::Waiting { on: waiting }
         } else {
             match instance_key(dag, node, &outputs, stats, pipeline_dir, runtime, verify) {
@@ -166,6 +170,9 @@ pub fn plan(
                 },
             }
         };
+        if matches!(state, State::Blocked { .. }) {
+            blocked.insert(node);
+        }
         states.push((node, state));
     }
     states

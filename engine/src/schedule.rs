@@ -122,7 +122,22 @@ impl RunReport {
 /// A worker's result.
 struct Done {
     node: NodeIndex,
-    result: Result<(Entry, KeyRecord, f64), StageError>,
+    result: Result<Attempted, StageError>,
+}
+
+/// A successful attempt: the committed entry, and how long the stage ran (`None` when another
+/// process committed the key while this one waited for its lock).
+struct Attempted {
+    entry: Entry,
+    record: KeyRecord,
+    seconds: Option<f64>,
+}
+
+/// An instance whose key is known and whose output is not in the store.
+struct Prepared {
+    record: KeyRecord,
+    /// Why the stored output was rejected, when it was found corrupt.
+    corrupt: Option<String>,
 }
 
 /// Runs every instance of `dag` that is not up to date.
@@ -144,6 +159,7 @@ pub fn run(
     let mut entries: BTreeMap<NodeIndex, Entry> = BTreeMap::new();
     let mut keys: BTreeMap<NodeIndex, String> = BTreeMap::new();
     let mut running: BTreeSet<NodeIndex> = BTreeSet::new();
+    let mut prepared: BTreeMap<NodeIndex, Prepared> = BTreeMap::new();
     let mut stopped = false;
     let (tx, rx) = mpsc::channel::<Done>();
 
@@ -181,29 +197,31 @@ pub fn run(
                 progressed = true;
                 continue;
             }
-            let record = match instance_key(dag, node, &outputs, stats, pipeline_dir, runtime, options.verify) {
-                Ok(r) => r,
-                Err(error) => {
-                    fail(observer, dag, node, error, &mut outcomes, &mut stopped, options);
-                    progressed = true;
-                    continue;
-                }
-            };
-            let key = record.key.digest();
-            keys.insert(node, key.hex());
-            let corrupt = match sound_entry(store, key, options.verify, true) {
-                Ok(Some(entry)) => {
-                    remember(store, &record, &entry, 0.0);
-                    outputs.insert(node, entry.output);
-                    entries.insert(node, entry);
-                    finish(observer, dag, node, Outcome::Cached);
-                    outcomes.insert(node, Outcome::Cached);
-                    progressed = true;
-                    continue;
-                }
-                Ok(None) => None,
-                Err(detail) => Some(detail),
-            };
+            if let std::collections::btree_map::Entry::Vacant(slot) = prepared.entry(node) {
+                let record = match instance_key(dag, node, &outputs, stats, pipeline_dir, runtime, options.verify) {
+                    Ok(r) => r,
+                    Err(error) => {
+                        fail(observer, dag, node, error, &mut outcomes, &mut stopped, options);
+                        progressed = true;
+                        continue;
+                    }
+                };
+                let key = record.key.digest();
+                keys.insert(node, key.hex());
+                match sound_entry(store, key, options.verify, true) {
+                    Ok(Some(entry)) => {
+                        remember(store, &record, &entry, 0.0);
+                        outputs.insert(node, entry.output);
+                        entries.insert(node, entry);
+                        finish(observer, dag, node, Outcome::Cached);
+                        outcomes.insert(node, Outcome::Cached);
+                        progressed = true;
+                        continue;
+                    }
+                    Ok(None) => slot.insert(Prepared { record, corrupt: None }),
+                    Err(detail) => slot.insert(Prepared { record, corrupt: Some(detail) }),
+                };
+            }
             let inst = dag.instance(node);
             let Some(runner) = runtime.runner(&inst.kind) else {
                 fail(observer, dag, node, not_runnable(&inst.kind), &mut outcomes, &mut stopped, options);
@@ -213,6 +231,7 @@ pub fn run(
             if running.len() >= options.jobs.max(1) {
                 continue;
             }
+            let Prepared { record, corrupt } = prepared.remove(&node).expect("prepared above");
             let why = match corrupt {
                 Some(detail) => vec![StaleReason::OutputCorrupt { detail }],
                 None => reasons(store, &record),
@@ -238,11 +257,11 @@ pub fn run(
             Ok(done) => {
                 running.remove(&done.node);
                 match done.result {
-                    Ok((entry, record, seconds)) => {
-                        remember(store, &record, &entry, seconds);
+                    Ok(Attempted { entry, record, seconds }) => {
+                        remember(store, &record, &entry, seconds.unwrap_or(0.0));
                         outputs.insert(done.node, entry.output);
                         entries.insert(done.node, entry);
-                        let outcome = Outcome::Ran { seconds };
+                        let outcome = seconds.map_or(Outcome::Cached, |seconds| Outcome::Ran { seconds });
                         finish(observer, dag, done.node, outcome.clone());
                         outcomes.insert(done.node, outcome);
                     }
@@ -345,7 +364,7 @@ fn attempt(
     upstream: &BTreeMap<NodeIndex, Entry>,
     observer: &dyn Observer,
     cancel: &AtomicBool,
-) -> Result<(Entry, KeyRecord, f64), StageError> {
+) -> Result<Attempted, StageError> {
     let inst = dag.instance(node);
     let key = record.key.digest();
     let io = |what: &str, e: std::io::Error| StageError::Failed(format!("{what}: {e}"));
@@ -354,7 +373,7 @@ fn attempt(
     };
     // Another process may have computed it while this one waited for the lock.
     if let Ok(Some(entry)) = store.entry(key) {
-        return Ok((entry, record, 0.0));
+        return Ok(Attempted { entry, record, seconds: None });
     }
     let attempt = store.attempt(key).map_err(|e| io("cannot create the attempt directory", e))?;
     let inputs = inst
@@ -399,5 +418,5 @@ fn attempt(
     }
     let seconds = started.elapsed().as_secs_f64();
     let entry = store.commit(attempt, &record, outcome.metrics).map_err(|e| io("cannot commit the output", e))?;
-    Ok((entry, record, seconds))
+    Ok(Attempted { entry, record, seconds: Some(seconds) })
 }

@@ -172,7 +172,8 @@ impl Store {
         for sub in ["objects", "tmp", "work", "locks", "index", "runs", "corrupt"] {
             fs::create_dir_all(root.join(sub))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        // Absolute, because stages run in their own working directories.
+        Ok(Store { root: root.canonicalize()? })
     }
 
     pub fn root(&self) -> &Path {
@@ -277,11 +278,18 @@ impl Store {
         write_atomic(&attempt.dir.join("manifest.json"), &pretty(&manifest))?;
         File::open(&attempt.dir)?.sync_all()?;
         let target = self.object_dir(key);
-        match fs::rename(&attempt.dir, &target) {
-            Ok(()) => {}
-            // Another process committed the same key first: its bytes are as good as ours.
-            Err(_) if target.join("manifest.json").exists() => attempt.discard(),
-            Err(e) => return Err(e),
+        if let Err(e) = fs::rename(&attempt.dir, &target) {
+            if target.join("manifest.json").exists() {
+                // Another process committed the same key first: its bytes are as good as ours.
+                attempt.discard();
+            } else if target.exists() {
+                // A directory without a manifest is no entry (something removed it halfway):
+                // move it aside and put ours in its place.
+                self.quarantine(key)?;
+                fs::rename(&attempt.dir, &target)?;
+            } else {
+                return Err(e);
+            }
         }
         File::open(self.root.join("objects"))?.sync_all()?;
         let _ = fs::remove_dir_all(self.root.join("work").join(key.hex()));
@@ -321,7 +329,9 @@ impl Store {
 
     /// Writes a run record; returns its path.
     pub fn record_run(&self, record: &impl Serialize, started: u64) -> io::Result<PathBuf> {
-        let path = self.root.join("runs").join(format!("{started}-{}.json", std::process::id()));
+        // Zero-padded so that names sort by time.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let path = self.root.join("runs").join(format!("{started:012}.{nanos:09}-{}.json", std::process::id()));
         write_atomic(&path, &pretty(record))?;
         Ok(path)
     }
@@ -340,13 +350,19 @@ impl Store {
         entries.filter_map(|e| StageKey::parse(&e.ok()?.file_name().to_string_lossy())).collect()
     }
 
-    /// Removes an entry (and its work directory); returns the bytes freed.
+    /// Removes an entry (and its work directory); returns the bytes freed. The entry is first
+    /// renamed out of `objects/` in one step, so an interrupted removal never leaves a partial
+    /// entry behind.
     pub fn remove(&self, key: StageKey) -> u64 {
+        let doomed = self.root.join("tmp").join(format!("{}.{}.{}", key.hex(), std::process::id(), next_id()));
         let mut freed = 0;
-        for dir in [self.object_dir(key), self.root.join("work").join(key.hex())] {
-            freed += dir_size(&dir);
-            let _ = fs::remove_dir_all(&dir);
+        if fs::rename(self.object_dir(key), &doomed).is_ok() {
+            freed += dir_size(&doomed);
+            let _ = fs::remove_dir_all(&doomed);
         }
+        let work = self.root.join("work").join(key.hex());
+        freed += dir_size(&work);
+        let _ = fs::remove_dir_all(&work);
         freed
     }
 

@@ -83,6 +83,7 @@ impl StageRunner for Shell {
             });
         }
         let mut child = cmd.spawn().map_err(|e| failed("cannot start /bin/sh", e))?;
+        let _watcher = Watcher::start(child.id()).map_err(|e| failed("cannot start the process watcher", e))?;
         let started = Instant::now();
         // Poll quickly at first (most commands are short), then back off to a few checks a second.
         let mut pause = Duration::from_millis(1);
@@ -155,6 +156,39 @@ fn failed(what: &str, e: std::io::Error) -> StageError {
     StageError::Failed(format!("{what}: {e}"))
 }
 
+/// Kills a command's whole process group if `medgen` dies while it runs. `PR_SET_PDEATHSIG`
+/// reaches only the shell, not what it started; so a small watcher process waits on a pipe
+/// whose only writer is this process. When `medgen` exits in any way, even by SIGKILL, the
+/// kernel closes the pipe, the watcher's `read` ends, and it kills the group. A command that
+/// finishes normally drops the watcher, which is killed before it acts.
+struct Watcher {
+    process: std::process::Child,
+    _writer: std::io::PipeWriter,
+}
+
+impl Watcher {
+    fn start(group: u32) -> std::io::Result<Watcher> {
+        let (reader, writer) = std::io::pipe()?;
+        let process = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("read _ ; kill -s KILL -- -{group} 2>/dev/null"))
+            .env_clear()
+            .stdin(reader)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Watcher { process, _writer: writer })
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 /// SIGTERM to the command's process group, then SIGKILL if it lingers.
 fn terminate(child: &mut std::process::Child) {
     let group = -(child.id() as i32);
@@ -214,8 +248,10 @@ fn tail(log: &Path) -> String {
     let Ok(mut f) = std::fs::File::open(log) else { return String::new() };
     let len = f.metadata().map_or(0, |m| m.len());
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
-    let mut text = String::new();
-    let _ = f.read_to_string(&mut text);
+    let mut bytes = Vec::new();
+    let _ = f.read_to_end(&mut bytes);
+    // Logs are whatever the command printed: show what is not UTF-8 as replacement characters.
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return String::new();
