@@ -245,7 +245,7 @@ fn main() -> ExitCode {
         Color::Always => true,
         Color::Never => false,
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, color);
     let registry = StdRegistry::new();
     let exit = match cli.command {
         Command::Check { files, overrides, deny_warnings, emit } => {
@@ -270,7 +270,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr: warnings by default, more with -v and -vv; `RUST_LOG` overrides.
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, color: bool) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -279,5 +279,10 @@ fn init_tracing(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("medgen={level},medgen_engine={level},medgen_stdlib={level}"))
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(color)
+        .init();
 }

@@ -210,6 +210,7 @@ pub fn run(
                 keys.insert(node, key.hex());
                 match sound_entry(store, key, options.verify, true) {
                     Ok(Some(entry)) => {
+                        tracing::debug!(instance = %record.instance, key = %key.short(), "up to date");
                         remember(store, &record, &entry, 0.0);
                         outputs.insert(node, entry.output);
                         entries.insert(node, entry);
@@ -236,6 +237,7 @@ pub fn run(
                 Some(detail) => vec![StaleReason::OutputCorrupt { detail }],
                 None => reasons(store, &record),
             };
+            tracing::info!(instance = %inst.name, key = %record.key.digest().short(), "running: {}", why.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             observer.event(Event::Started { name: inst.name.clone(), reasons: why });
             let upstream: BTreeMap<NodeIndex, Entry> = ups.iter().map(|u| (*u, entries[u].clone())).collect();
             let tx = tx.clone();
