@@ -8,8 +8,9 @@
 //! - the dry run (`medgen plan`);
 //! - the rerun after one input file changed (its descendants run, the rest is cached);
 //!
-//! and the hashing throughput of `medgen_engine::hash::hash_file` on a 1 GiB file, against
-//! `b3sum` when one is on `PATH`.
+//! then, for the largest pipeline, where a no-op run's time goes (its steps timed in this
+//! process through the library crates); and the hashing throughput of
+//! `medgen_engine::hash::hash_file` on a 1 GiB file, against `b3sum` when one is on `PATH`.
 //!
 //! Arguments (after `--`) choose parts: sizes (`10 100 1000`, or any other size of at least
 //! 6), `pipelines` (every size), `hash`. Without any, everything runs. Environment:
@@ -20,12 +21,12 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime};
-
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medgen_engine::dag::Dag;
 use medgen_engine::hash::{hash_file, StatCache};
@@ -45,10 +46,9 @@ const REPS: usize = 7;
 const HASH_BYTES: u64 = 1 << 30;
 /// Repetitions of each warm hashing measurement.
 const HASH_REPS: usize = 5;
-/// Input files are dated this far back, so that the stat cache trusts them (a file modified
-/// within 2 s of being hashed is re-hashed on every run, git's "racy clean" rule) — as it
-/// would any input that was not edited in the last seconds.
-const INPUT_AGE: Duration = Duration::from_secs(3600);
+/// The stat cache re-hashes a file changed less than this long before it was last hashed
+/// (git's "racy clean" rule; `RACY_WINDOW_NS` in engine/src/hash.rs), with some margin.
+const RACY_WINDOW: Duration = Duration::from_millis(2200);
 
 fn main() -> ExitCode {
     match bench() {
@@ -102,6 +102,7 @@ fn bench() -> Result<()> {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("# medgen engine benchmark\n");
     println!("- binary: `{}`", bin.display());
+    println!("- source: {}", source_version());
     println!("- working directory: `{}`", dir.path.display());
     println!("- {jobs} CPUs available to `medgen run` (its default `-j`)");
     println!("- each pipeline measurement: median (min) of {REPS} runs, wall time of the whole `medgen` process\n");
@@ -115,8 +116,8 @@ fn bench() -> Result<()> {
         print_pipeline_table(&rows);
         let largest = &rows[rows.len() - 1];
         eprintln!("[bench] phases of the {}-stage no-op ...", largest.generated.stages);
-        let phases = phases(&largest.generated).map_err(|e| format!("phases: {e}"))?;
-        print_phases(largest, &phases);
+        let (phases, process) = phases(&bin, &largest.generated).map_err(|e| format!("phases: {e}"))?;
+        print_phases(largest.generated.stages, &phases, process);
     }
     if selection.hash {
         eprintln!("[bench] hashing 1 GiB ...");
@@ -144,6 +145,26 @@ fn medgen_binary() -> Result<PathBuf> {
         eprintln!("warning: {} is not a release build; its timings mean little", bin.display());
     }
     Ok(bin)
+}
+
+/// The commit the workspace is at, and whether it has uncommitted changes.
+fn source_version() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            format!("commit `{commit}`{}", if dirty { " with uncommitted changes" } else { "" })
+        }
+        None => "unknown (not a git checkout)".to_string(),
+    }
 }
 
 /// A temporary directory, removed when dropped unless `MEDGEN_BENCH_KEEP` is set.
@@ -182,6 +203,8 @@ struct Generated {
     max_fan_in: usize,
     file: PathBuf,
     store: PathBuf,
+    /// Every input file.
+    inputs: Vec<PathBuf>,
     /// The input file of the first source stage, changed by the rerun measurement.
     changed_input: PathBuf,
     /// How many stages descend from that input (itself included): what must rerun.
@@ -209,11 +232,12 @@ fn generate(dir: &Path, n: usize) -> Result<Generated> {
     let mut text = format!("pipeline bench{n}\n");
     let (mut edges, mut max_fan_out, mut max_fan_in) = (0, 0, 0);
     let mut lane0_stages = 0;
+    let mut inputs = Vec::new();
     for lane in 0..lanes {
         let size = n / lanes + usize::from(lane < n % lanes);
         let input = dir.join(format!("inputs/lane{lane}.txt"));
         fs::write(&input, format!("input of lane {lane}\n")).map_err(|e| io(&input, e))?;
-        backdate(&input)?;
+        inputs.push(input);
         let src = format!("l{lane}_src");
         stage(&mut text, &src, "cat {in.data} > {out.out}", Some(&format!("inputs/lane{lane}.txt")));
         // The stages between the source and the merge, spread over up to 4 chains.
@@ -259,6 +283,7 @@ fn generate(dir: &Path, n: usize) -> Result<Generated> {
         file,
         store: dir.join(".medgen"),
         changed_input: dir.join("inputs/lane0.txt"),
+        inputs,
         descendants: lane0_stages + lanes - 1,
     })
 }
@@ -271,14 +296,18 @@ fn stage(text: &mut String, name: &str, command: &str, input: Option<&str>) {
     text.push_str("  outputs = [out]\n}\n");
 }
 
-/// Dates a file back by [`INPUT_AGE`].
-fn backdate(path: &Path) -> Result<()> {
-    let then = SystemTime::now() - INPUT_AGE;
-    File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(then))
-        .map_err(|e| format!("cannot set the modification time of {}: {e}", path.display()))
+/// Sleeps until every file's last change (modification or status change) is more than
+/// [`RACY_WINDOW`] old: from then on the stat cache trusts the hashes it takes of them.
+fn settle(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        let meta = fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let ns = |secs: i64, nsecs: i64| Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32);
+        let changed = UNIX_EPOCH + ns(meta.ctime(), meta.ctime_nsec()).max(ns(meta.mtime(), meta.mtime_nsec()));
+        if let Ok(wait) = (changed + RACY_WINDOW).duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(())
 }
 
 /// One `medgen` invocation: its wall time and what it said.
@@ -369,18 +398,21 @@ fn pipeline_bench(bin: &Path, base: &Path, n: usize) -> Result<Row> {
 
     let cold = medgen(bin, &run)?;
     check_counts(&generated, cold.pid, n, 0, "the cold run")?;
-    // One unmeasured no-op first: the file system caches are warm for every measured one.
+    // The stat cache does not trust a hash taken within 2 s of a file's last change; wait that
+    // out, so the no-op measured is the common one (inputs not edited in the last seconds).
+    settle(&generated.inputs)?;
+    // One unmeasured no-op first: it re-hashes the inputs once, and warms the file system
+    // caches for every measured run.
     medgen(bin, &run)?;
 
+    // No-op runs and dry runs alternate, so that both see the same background load.
     let mut noop = Vec::new();
+    let mut dry = Vec::new();
+    let expected = format!("0 of {n} instances would run");
     for _ in 0..REPS {
         let inv = medgen(bin, &run)?;
         check_counts(&generated, inv.pid, 0, n, "a no-op rerun")?;
         noop.push(inv.time);
-    }
-    let mut dry = Vec::new();
-    let expected = format!("0 of {n} instances would run");
-    for _ in 0..REPS {
         let inv = medgen(bin, &plan)?;
         if !inv.stderr.contains(&expected) {
             return Err(format!("`medgen plan` after a no-op run should say \"{expected}\"; it said:\n{}", inv.stderr));
@@ -513,7 +545,7 @@ fn timed<T>(times: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
 
 /// Times, in this process and through the library crates, the steps `medgen run` takes on an
 /// up-to-date pipeline (as `src/engine_cmds.rs` does them), and parts of them.
-fn phases(g: &Generated) -> Result<Vec<Phase>> {
+fn phases(bin: &Path, g: &Generated) -> Result<(Vec<Phase>, Stats)> {
     let names = [
         ("parse + check (`medgen_lang::check_file`)", false),
         ("read + parse alone (`medgen_lang::syntax::parse_file`)", true),
@@ -531,7 +563,11 @@ fn phases(g: &Generated) -> Result<Vec<Phase>> {
     let dir = g.file.parent().expect("the pipeline file is in a directory");
     let options = RunOptions { jobs: 2, keep_going: false, verify: false };
     let cancel = AtomicBool::new(false);
+    let run_args: [&OsStr; 4] = ["run".as_ref(), g.file.as_os_str(), "--store".as_ref(), g.store.as_os_str()];
+    let mut process = Vec::new();
     for _ in 0..REPS {
+        // The whole process too, in turn with the steps: this machine's speed drifts.
+        process.push(medgen(bin, &run_args)?.time);
         let [check, parse, lower, open, run, plan, entry, last, save] = &mut phases[..] else { unreachable!() };
         timed(&mut parse.times, || {
             let text = fs::read_to_string(&g.file).map_err(|e| format!("cannot read {}: {e}", g.file.display()))?;
@@ -570,11 +606,11 @@ fn phases(g: &Generated) -> Result<Vec<Phase>> {
             store.record_run(&report, report.started).map_err(|e| format!("cannot write the run record: {e}"))
         })?;
     }
-    Ok(phases)
+    Ok((phases, Stats::of(&process)))
 }
 
-fn print_phases(row: &Row, phases: &[Phase]) {
-    println!("## Where the {}-stage no-op goes\n", row.generated.stages);
+fn print_phases(stages: usize, phases: &[Phase], process: Stats) {
+    println!("## Where the {stages}-stage no-op goes\n");
     println!(
         "The steps of `medgen run` on the up-to-date pipeline, timed in one process through the library crates \
          (median of {REPS}); indented rows are parts of, or alternatives to, the row above them, not added to \
@@ -592,10 +628,14 @@ fn print_phases(row: &Row, phases: &[Phase]) {
         println!("| {indent}{} | {} | {} |", p.name, ms(s.median), ms(s.min));
     }
     println!("| **sum of the steps** | **{}** | |", ms(total));
-    println!("| whole `medgen run` process (from the table above) | {} | {} |", ms(row.noop.median), ms(row.noop.min));
     println!(
-        "| &nbsp;&nbsp;&nbsp;&nbsp;the rest: process start and exit, argument parsing, freeing memory | {} | |\n",
-        ms(row.noop.median.saturating_sub(total))
+        "| whole `medgen run` process, run in turn with the steps | {} | {} |",
+        ms(process.median),
+        ms(process.min)
+    );
+    println!(
+        "| &nbsp;&nbsp;&nbsp;&nbsp;the rest: process start and exit, argument parsing, output, fresh memory | {} | |\n",
+        ms(process.median.saturating_sub(total))
     );
 }
 
@@ -617,7 +657,6 @@ fn hash_bench_on(path: &Path) -> Result<()> {
     let started = Instant::now();
     write_big_file(path)?;
     let write_time = started.elapsed();
-    backdate(path)?;
     let b3sum = find_on_path("b3sum");
 
     // Cold-ish: the file's pages dropped from the page cache first.
@@ -630,13 +669,18 @@ fn hash_bench_on(path: &Path) -> Result<()> {
         }
         None => None,
     };
-    // Warm: the whole file in the page cache.
-    let warm: Vec<Duration> = (0..HASH_REPS).map(|_| time_hash(path).map(|(d, _)| d)).collect::<Result<_>>()?;
-    let b3sum_warm: Option<Vec<Duration>> = match &b3sum {
-        Some(b) => Some((0..HASH_REPS).map(|_| time_b3sum(b, path).map(|(d, _)| d)).collect::<Result<_>>()?),
-        None => None,
-    };
+    // Warm: the whole file in the page cache; medgen and b3sum alternate, so that both see the
+    // same background load.
+    let mut warm = Vec::new();
+    let mut b3sum_warm = b3sum.as_ref().map(|_| Vec::new());
+    for _ in 0..HASH_REPS {
+        warm.push(time_hash(path)?.0);
+        if let (Some(b), Some(times)) = (&b3sum, &mut b3sum_warm) {
+            times.push(time_b3sum(b, path)?.0);
+        }
+    }
     // The stat cache: a second look at an unchanged file costs a stat, not a read.
+    settle(&[path.to_path_buf()])?;
     let cache = StatCache::default();
     cache.file(path, false).map_err(|e| format!("cannot hash {}: {e}", path.display()))?;
     let hit_started = Instant::now();
