@@ -308,11 +308,18 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Records a success (skipped when the index already says the same).
+    /// Records a success (skipped when the index already says the same: the common case of a
+    /// cached instance, so only the two fields that decide it are read).
     pub fn remember(&self, entry: &IndexEntry) -> io::Result<()> {
+        #[derive(Deserialize)]
+        struct Brief {
+            stage_key: StageKey,
+            output: OutputDigest,
+        }
         let path = self.index_path(&entry.record.pipeline, &entry.record.instance);
-        if let Some(old) = self.last(&entry.record.pipeline, &entry.record.instance) {
-            if old.stage_key == entry.stage_key && old.output == entry.output && entry.seconds == 0.0 {
+        if entry.seconds == 0.0 {
+            let old: Option<Brief> = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if old.is_some_and(|o| o.stage_key == entry.stage_key && o.output == entry.output) {
                 return Ok(());
             }
         }
