@@ -7,6 +7,8 @@
 //! through [`StdRegistry`], so the language stays free of domain knowledge; the engine runs them
 //! through [`StdRuntime`] (`run/`), where so far only `shell` has an implementation.
 
+pub mod data;
+pub mod io;
 pub mod pitfalls;
 pub mod run;
 pub mod split;

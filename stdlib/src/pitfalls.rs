@@ -143,7 +143,7 @@ impl fmt::Display for Pitfall {
             EmptySplit { dataset, split, purpose, fraction, volumes } => match volumes {
                 Some(n) if *fraction > 0.0 => write!(
                     f,
-                    "the {split} split of `{dataset}`, needed for {purpose}, is empty ({fraction} of {n} patients rounds to none)"
+                    "the {split} split of `{dataset}`, needed for {purpose}, is empty: {n} patients cannot fill every split"
                 ),
                 _ => write!(f, "the {split} split of `{dataset}`, needed for {purpose}, is empty (fraction {fraction})"),
             },

@@ -1,7 +1,8 @@
-//! Runners: how each stage kind executes, for the engine. Only `shell` runs so far; the
-//! model stages (compress, encode, diffuse, sample, evaluate) and the datasets are checked but
+//! Runners: how each stage kind executes, for the engine. `shell` and the datasets (`phantom`,
+//! `nifti`) run; the model stages (compress, encode, diffuse, sample, evaluate) are checked but
 //! not yet executable, and the engine says so when asked to run one.
 
+mod dataset;
 mod shell;
 
 use medgen_engine::runner::{Runtime, StageRunner};
@@ -12,11 +13,13 @@ pub use shell::Shell;
 /// Every stage kind that can run.
 pub struct StdRuntime {
     shell: Shell,
+    phantom: dataset::Phantom,
+    nifti: dataset::Nifti,
 }
 
 impl StdRuntime {
     pub fn new() -> Self {
-        StdRuntime { shell: Shell }
+        StdRuntime { shell: Shell, phantom: dataset::Phantom, nifti: dataset::Nifti }
     }
 }
 
@@ -30,6 +33,8 @@ impl Runtime for StdRuntime {
     fn runner(&self, kind: &str) -> Option<&dyn StageRunner> {
         match kind {
             "shell" => Some(&self.shell),
+            "phantom" => Some(&self.phantom),
+            "nifti" => Some(&self.nifti),
             _ => None,
         }
     }

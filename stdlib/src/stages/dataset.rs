@@ -7,7 +7,7 @@ use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
-use crate::split::{split_counts, SplitFractions};
+use crate::split::{counts, SplitFractions};
 use crate::vocab::{modalities, names};
 
 use super::derive_seed;
@@ -200,6 +200,11 @@ fn check_spacing(cx: &mut DeriveCx<'_>, axes: usize) {
     }
 }
 
+/// The id of the phantom's patient `i`: its folder name, and what its split is drawn from.
+pub(crate) fn phantom_id(i: usize) -> String {
+    format!("p{i:04}")
+}
+
 fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Vec<i64>>) -> Outputs {
     let split = cx.value("split");
     let fractions = SplitFractions {
@@ -220,10 +225,11 @@ fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Ve
     o.value("spacing", cx.value("spacing").clone());
     o.value("volumes", volumes.map_or(Value::None, Value::Int));
     if let Some(n) = volumes {
-        let counts = split_counts(n as usize, &fractions);
-        o.value("train_volumes", Value::Int(counts.train as i64));
-        o.value("val_volumes", Value::Int(counts.val as i64));
-        o.value("test_volumes", Value::Int(counts.test as i64));
+        let seed = cx.value("seed").as_i64().unwrap_or(0) as u64;
+        let ids: Vec<String> = (0..n as usize).map(phantom_id).collect();
+        for (split, count) in counts(&ids, seed, &fractions) {
+            o.value(&format!("{}_volumes", split.name()), Value::Int(count as i64));
+        }
     }
     for (name, fraction) in [("train", fractions.train), ("val", fractions.val), ("test", fractions.test)] {
         o.value(&format!("{name}_fraction"), Value::Float(fraction));

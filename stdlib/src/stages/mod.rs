@@ -10,6 +10,7 @@ mod sample;
 mod shell;
 
 pub use compress::Compress;
+pub(crate) use dataset::phantom_id;
 pub use dataset::{Nifti, Phantom};
 pub use diffuse::Diffuse;
 pub use encode::Encode;

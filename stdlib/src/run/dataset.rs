@@ -1,0 +1,267 @@
+//! Running the dataset kinds. Both write the layout of `data::layout`: `phantom` by
+//! generating each patient; `nifti` by reading the user's folder, checking everything before
+//! writing anything (every missing modality, unreadable or truncated file, NaN voxel and shape
+//! mismatch is reported at once, each naming its file), then cropping or padding to the
+//! pipeline's shape, normalising intensities and binarising masks. Patients are processed one
+//! at a time, so memory holds one patient's volumes, not the cohort's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
+use medgen_lang::value::Value;
+
+use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
+use crate::data::phantom::{generate, PhantomConfig, SizeBin};
+use crate::data::volume::{Shape, Spacing, Volume};
+use crate::io::nifti::{binarize_gt, load_nifti, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
+use crate::split::{assign, SplitFractions};
+use crate::stages::phantom_id;
+use crate::vocab::{strings, SEG};
+
+pub struct Phantom;
+pub struct Nifti;
+
+fn ints(v: Option<&Value>) -> Vec<usize> {
+    v.map(|v| v.as_list().iter().filter_map(Value::as_i64).map(|i| i as usize).collect()).unwrap_or_default()
+}
+
+fn floats(v: Option<&Value>) -> Vec<f64> {
+    v.map(|v| v.as_list().iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+}
+
+fn fractions(params: &BTreeMap<String, Value>) -> SplitFractions {
+    let f = |k: &str| params.get("split").and_then(|s| s.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
+    SplitFractions { train: f("train"), val: f("val"), test: f("test") }
+}
+
+fn seed(params: &BTreeMap<String, Value>) -> u64 {
+    params.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64
+}
+
+/// A 2D shape `[h, w]` is a volume of depth 1.
+fn shape3(dims: &[usize]) -> Shape {
+    match dims {
+        [h, w] => [1, *h, *w],
+        [d, h, w] => [*d, *h, *w],
+        _ => [1, 1, 1],
+    }
+}
+
+fn spacing3(mm: &[f64]) -> Spacing {
+    match mm {
+        [h, w] => Spacing::new(1.0, *h, *w),
+        [d, h, w] => Spacing::new(*d, *h, *w),
+        _ => Spacing::new(1.0, 1.0, 1.0),
+    }
+}
+
+fn save(out: &Path, patient: &str, modality: &str, volume: &Volume) -> Result<(), StageError> {
+    let path = volume_path(out, patient, modality);
+    std::fs::create_dir_all(path.parent().expect("a patient folder"))
+        .and_then(|()| save_nifti(&path, volume).map_err(std::io::Error::other))
+        .map_err(|e| StageError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+fn write_meta(cx: &RunContext<'_>, meta: &DatasetMeta) -> Result<(), StageError> {
+    meta.write(&cx.out_dir).map_err(|e| StageError::Failed(format!("cannot write the dataset description: {e}")))
+}
+
+impl StageRunner for Phantom {
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
+        let p = &cx.instance.params;
+        let shape = shape3(&ints(p.get("shape")));
+        let spacing = spacing3(&floats(p.get("spacing")));
+        let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
+        let count = p.get("volumes").and_then(Value::as_i64).unwrap_or(0) as usize;
+        let max_tumours = p.get("tumours").and_then(Value::as_i64).unwrap_or(0) as usize;
+        let config = PhantomConfig { shape, spacing, max_tumours, seed: seed(p) };
+        let ids: Vec<String> = (0..count).map(phantom_id).collect();
+        let splits = assign(&ids, seed(p), &fractions(p));
+        let names: Vec<&str> = modalities.iter().map(String::as_str).collect();
+        let mut patients = Vec::with_capacity(count);
+        for (i, id) in ids.iter().enumerate() {
+            if cx.cancel.load(Ordering::Relaxed) {
+                return Err(StageError::Cancelled);
+            }
+            (cx.progress)(format!("patient {}/{count}", i + 1));
+            let patient = generate(&config, i, &names);
+            for (modality, volume) in &patient.modalities {
+                save(&cx.out_dir, id, modality, volume)?;
+            }
+            let tumours = patient
+                .tumours
+                .iter()
+                .map(|t| TumourMeta { diameter_mm: t.diameter_mm, bin: SizeBin::of(t.diameter_mm).name().into() })
+                .collect();
+            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours });
+        }
+        write_meta(cx, &DatasetMeta { modalities, shape, spacing: spacing.dhw(), patients })?;
+        Ok(Outcome::default())
+    }
+}
+
+/// Where the pattern puts one patient's modality, trying `.nii` when `.nii.gz` is absent.
+fn source_path(dir: &Path, pattern: &str, patient: &str, modality: &str) -> PathBuf {
+    let path = dir.join(pattern.replace("{patient}", patient).replace("{modality}", modality));
+    let plain = path.to_string_lossy().strip_suffix(".gz").map(PathBuf::from);
+    match plain {
+        Some(nii) if !path.exists() && nii.exists() => nii,
+        _ => path,
+    }
+}
+
+/// One patient's volumes, read and checked; every problem is a message naming its file.
+fn read_patient(
+    dir: &Path,
+    pattern: &str,
+    patient: &str,
+    modalities: &[String],
+) -> Result<BTreeMap<String, Volume>, Vec<String>> {
+    let mut volumes = BTreeMap::new();
+    let mut problems = Vec::new();
+    for m in modalities {
+        let path = source_path(dir, pattern, patient, m);
+        if !path.exists() {
+            problems.push(format!("{}: missing (patient {patient} has no `{m}`)", path.display()));
+            continue;
+        }
+        match load_nifti(&path) {
+            Ok(v) => {
+                volumes.insert(m.clone(), (path, v));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut reference: Option<(&PathBuf, &Volume)> = None;
+    for (path, v) in volumes.values() {
+        match reference {
+            None => reference = Some((path, v)),
+            Some((first, r)) => {
+                if v.shape != r.shape {
+                    problems.push(format!(
+                        "{}: shape {:?} differs from {:?} of {} (same patient)",
+                        path.display(),
+                        v.shape,
+                        r.shape,
+                        first.display()
+                    ));
+                } else if v
+                    .spacing
+                    .dhw()
+                    .iter()
+                    .zip(r.spacing.dhw())
+                    .any(|(a, b)| (a - b).abs() > 1e-3 * b.abs().max(1.0))
+                {
+                    problems.push(format!(
+                        "{}: voxel spacing {:?} mm differs from {:?} mm of {} (same patient)",
+                        path.display(),
+                        v.spacing.dhw(),
+                        r.spacing.dhw(),
+                        first.display()
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(volumes.into_iter().map(|(m, (_, v))| (m, v)).collect())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Patient folders under `dir`, sorted.
+fn patients_in(dir: &Path) -> Result<Vec<String>, StageError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| StageError::Failed(format!("cannot read {}: {e}", dir.display())))?;
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    if ids.is_empty() {
+        return Err(StageError::Failed(format!(
+            "{}: no patient folders (expected one folder per patient)",
+            dir.display()
+        )));
+    }
+    Ok(ids)
+}
+
+impl StageRunner for Nifti {
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
+        let p = &cx.instance.params;
+        let dir = cx.files.get("dir").cloned().unwrap_or_else(|| cx.pipeline_dir.to_path_buf());
+        let pattern = p.get("pattern").and_then(Value::as_str).unwrap_or("{patient}/{modality}.nii.gz").to_string();
+        let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
+        let ids = patients_in(&dir)?;
+        // First pass: check every patient, so that all problems are reported before any work.
+        let mut problems = Vec::new();
+        let mut native: Option<(Shape, Spacing)> = None;
+        for (i, id) in ids.iter().enumerate() {
+            (cx.progress)(format!("checking patient {}/{}", i + 1, ids.len()));
+            match read_patient(&dir, &pattern, id, &modalities) {
+                Ok(volumes) => {
+                    if let Some(v) = volumes.values().next() {
+                        native.get_or_insert((v.shape, v.spacing));
+                    }
+                }
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if !problems.is_empty() {
+            let n = problems.len();
+            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            return Err(StageError::Failed(format!(
+                "{n} problem{} in {}:\n{}",
+                if n == 1 { "" } else { "s" },
+                dir.display(),
+                list.join("\n")
+            )));
+        }
+        let (native_shape, native_spacing) = native.expect("at least one patient was read");
+        let shape = match p.get("shape") {
+            Some(Value::None) | None => native_shape,
+            Some(v) => shape3(&ints(Some(v))),
+        };
+        let spacing = match p.get("spacing") {
+            Some(Value::None) | None => native_spacing,
+            Some(v) => spacing3(&floats(Some(v))),
+        };
+        let splits = assign(&ids, seed(p), &fractions(p));
+        let mut patients = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            if cx.cancel.load(Ordering::Relaxed) {
+                return Err(StageError::Cancelled);
+            }
+            (cx.progress)(format!("patient {}/{}", i + 1, ids.len()));
+            let volumes =
+                read_patient(&dir, &pattern, id, &modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
+            for (modality, volume) in volumes {
+                let mut v = volume.fit_to(shape);
+                v.spacing = spacing;
+                if modality == SEG {
+                    binarize_gt(&mut v);
+                } else {
+                    normalize_intensity(&mut v, INTENSITY_PERCENTILES.0, INTENSITY_PERCENTILES.1);
+                }
+                save(&cx.out_dir, id, &modality, &v)?;
+            }
+            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours: Vec::new() });
+        }
+        write_meta(cx, &DatasetMeta { modalities, shape, spacing: spacing.dhw(), patients })?;
+        Ok(Outcome::default())
+    }
+}

@@ -1,0 +1,185 @@
+//! The data path end to end: a `phantom` dataset written through `medgen run`, read back by
+//! the loader in every view and mode; the same files read as a `nifti` dataset; and the
+//! errors a hand-made folder with a truncated file, a missing modality and a shape mismatch
+//! must produce.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::Device;
+use medgen_stdlib::data::layout::{volume_path, DatasetMeta};
+use medgen_stdlib::data::loader::{Axis, Loader, Mode, View};
+use medgen_stdlib::split::Split;
+
+struct Project {
+    dir: PathBuf,
+}
+
+impl Project {
+    fn new(name: &str) -> Project {
+        let dir = std::env::temp_dir().join(format!("medgen-data-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Project { dir }
+    }
+
+    fn medgen(&self, args: &[&str]) -> Output {
+        let store = self.dir.join("store");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--store", store.to_str().expect("utf-8 path")]);
+        Command::new(env!("CARGO_BIN_EXE_medgen")).args(&all).current_dir(&self.dir).output().expect("medgen runs")
+    }
+
+    /// Runs `pipeline` and returns the output directory of its stage `stage`.
+    fn run(&self, pipeline: &str, stage: &str) -> PathBuf {
+        std::fs::write(self.dir.join("p.mg"), pipeline).expect("write pipeline");
+        let o = self.medgen(&["run", "p.mg"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let show = self.medgen(&["show", stage, "--pipeline", "p.mg"]);
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("output:"))
+            .unwrap_or_else(|| panic!("no output in {text}"));
+        PathBuf::from(line.trim())
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const PHANTOM: &str = "pipeline data\n\ndataset brain = phantom {\n  volumes    = 12\n  shape      = [8, 16, 16]\n  modalities = [t1_pre, t1_gd, flair, seg]\n  tumours    = 3\n  seed       = 5\n}\n";
+
+#[test]
+fn the_phantom_is_deterministic_and_splits_by_patient() {
+    let a = Project::new("phantom-a");
+    let b = Project::new("phantom-b");
+    let (da, db) = (a.run(PHANTOM, "brain"), b.run(PHANTOM, "brain"));
+    let meta = DatasetMeta::read(&da).expect("dataset.json");
+    assert_eq!(meta, DatasetMeta::read(&db).expect("dataset.json"));
+    assert_eq!(meta.shape, [8, 16, 16]);
+    assert_eq!(meta.patients.len(), 12);
+    for p in &meta.patients {
+        for m in &meta.modalities {
+            let (x, y) = (volume_path(&da, &p.id, m), volume_path(&db, &p.id, m));
+            assert_eq!(
+                std::fs::read(&x).expect("volume"),
+                std::fs::read(&y).expect("volume"),
+                "{} differs",
+                x.display()
+            );
+        }
+    }
+    let splits: Vec<BTreeSet<&str>> =
+        Split::ALL.iter().map(|s| meta.split(*s).map(|p| p.id.as_str()).collect()).collect();
+    assert!(splits.iter().all(|s| !s.is_empty()), "{splits:?}");
+    assert_eq!(splits.iter().map(BTreeSet::len).sum::<usize>(), 12);
+    assert!(
+        splits[0].is_disjoint(&splits[1]) && splits[0].is_disjoint(&splits[2]) && splits[1].is_disjoint(&splits[2])
+    );
+}
+
+fn loader(dir: &Path, mode: Mode, view: View, batch: usize) -> Loader {
+    Loader::new(dir, Split::Train, mode, view, batch, 3, Device::Cpu).expect("loader")
+}
+
+#[test]
+fn batches_have_the_channels_and_shapes_of_each_mode_and_view() {
+    let p = Project::new("views");
+    let dir = p.run(PHANTOM, "brain");
+    let train = DatasetMeta::read(&dir).expect("meta").split(Split::Train).count();
+
+    let volumes = loader(&dir, Mode::Dual, View::Volumes, 2);
+    let batch = volumes.epoch(0).next().expect("a batch").expect("readable");
+    assert_eq!(batch.images.dims(), [2, 2, 8, 16, 16]);
+    assert_eq!(batch.condition.as_ref().expect("dual is conditioned on seg").dims(), [2, 1, 8, 16, 16]);
+    assert_eq!(volumes.len(), train);
+
+    let slices = loader(&dir, Mode::Dual, View::Slices { axis: Axis::Depth, drop_empty: false }, 4);
+    assert_eq!(slices.len(), train * 8);
+    let batch = slices.epoch(0).next().expect("a batch").expect("readable");
+    assert_eq!(batch.images.dims(), [4, 2, 16, 16]);
+
+    let coronal = loader(&dir, Mode::Seg, View::Slices { axis: Axis::Height, drop_empty: false }, 3);
+    let batch = coronal.epoch(0).next().expect("a batch").expect("readable");
+    assert_eq!(batch.images.dims(), [3, 1, 8, 16]);
+    assert!(batch.condition.is_none());
+
+    let dropped = loader(&dir, Mode::Dual, View::Slices { axis: Axis::Depth, drop_empty: true }, 4);
+    assert!(dropped.len() <= train * 8);
+
+    let bins = loader(&dir, Mode::SegConditioned, View::Volumes, 1);
+    let meta = DatasetMeta::read(&dir).expect("meta");
+    for batch in bins.epoch(0) {
+        let batch = batch.expect("readable");
+        let id = &batch.origins[0].0;
+        let patient = meta.patients.iter().find(|p| &p.id == id).expect("known patient");
+        let counted: f32 =
+            batch.size_bins.expect("size bins").sum_all().and_then(|t| t.to_scalar::<f32>()).expect("sum");
+        assert_eq!(counted as usize, patient.tumours.len(), "{id}");
+    }
+}
+
+#[test]
+fn multi_batches_hold_one_modality_and_epochs_are_seeded() {
+    let p = Project::new("multi");
+    let dir = p.run(PHANTOM, "brain");
+    let multi = loader(&dir, Mode::Multi, View::Slices { axis: Axis::Depth, drop_empty: false }, 5);
+    let mut seen = BTreeSet::new();
+    for batch in multi.epoch(0) {
+        let batch = batch.expect("readable");
+        seen.insert(batch.mode_id.expect("multi batches name their modality"));
+        assert_eq!(batch.images.dims()[1], 1);
+    }
+    assert_eq!(seen, BTreeSet::from([0, 1, 2]), "t1_pre, t1_gd and flair all appear");
+    let order = |l: &Loader, epoch| -> Vec<(String, Option<usize>)> {
+        l.epoch(epoch).flat_map(|b| b.expect("readable").origins).collect()
+    };
+    assert_eq!(order(&multi, 0), order(&multi, 0), "the same epoch gives the same order");
+    assert_ne!(order(&multi, 0), order(&multi, 1), "another epoch shuffles differently");
+}
+
+#[test]
+fn a_nifti_folder_reads_like_the_phantom_and_its_problems_are_all_named() {
+    let p = Project::new("nifti");
+    let phantom = p.run(PHANTOM, "brain");
+    // A user's folder in the same layout: copy the phantom's files.
+    let user = p.dir.join("mets");
+    let meta = DatasetMeta::read(&phantom).expect("meta");
+    for patient in &meta.patients {
+        std::fs::create_dir_all(user.join(&patient.id)).expect("patient folder");
+        for m in &meta.modalities {
+            std::fs::copy(volume_path(&phantom, &patient.id, m), volume_path(&user, &patient.id, m)).expect("copy");
+        }
+    }
+    let nifti = "pipeline data\n\ndataset mets = nifti {\n  dir        = \"mets\"\n  modalities = [t1_pre, t1_gd, seg]\n  shape      = [8, 12, 20]\n}\n";
+    let out = p.run(nifti, "mets");
+    let read = DatasetMeta::read(&out).expect("meta");
+    assert_eq!(read.shape, [8, 12, 20], "cropped in height, padded in width");
+    assert_eq!(read.patients.len(), 12);
+    let batch = loader(&out, Mode::Dual, View::Volumes, 2).epoch(0).next().expect("a batch").expect("readable");
+    assert_eq!(batch.images.dims(), [2, 2, 8, 12, 20]);
+
+    // Break three patients: a truncated file, a missing modality, a shape mismatch.
+    let ids: Vec<&str> = meta.patients.iter().map(|p| p.id.as_str()).collect();
+    let truncated = volume_path(&user, ids[0], "t1_gd");
+    let bytes = std::fs::read(&truncated).expect("read");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("truncate");
+    std::fs::remove_file(volume_path(&user, ids[1], "seg")).expect("remove");
+    std::fs::copy(volume_path(&phantom, ids[3], "t1_pre"), volume_path(&user, ids[2], "t1_pre")).expect("copy");
+    let other = "pipeline data\n\ndataset small = phantom {\n  volumes = 1\n  shape = [8, 16, 12]\n  modalities = [t1_pre]\n}\n";
+    let small = p.run(other, "small");
+    std::fs::copy(volume_path(&small, "p0000", "t1_pre"), volume_path(&user, ids[2], "t1_pre")).expect("copy");
+    std::fs::write(p.dir.join("p.mg"), nifti).expect("write");
+    let o = p.medgen(&["run", "p.mg"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("3 problems in"), "{err}");
+    assert!(err.contains(&format!("{}/t1_gd.nii.gz", ids[0])), "the truncated file is named: {err}");
+    assert!(err.contains(&format!("{}/seg.nii.gz: missing", ids[1])), "the missing modality is named: {err}");
+    assert!(err.contains(&format!("{}/t1_pre.nii.gz: shape", ids[2])), "the mismatched file is named: {err}");
+}
