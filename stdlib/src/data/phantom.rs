@@ -638,7 +638,7 @@ fn draw_centre(
 /// Voxel-centre coordinates in mm along each axis.
 fn axis_coordinates(config: &PhantomConfig) -> [Vec<f64>; 3] {
     let s = config.spacing.dhw();
-    std::array::from_fn(|k| (0..config.shape[k]).map(|i| (i as f64 + 0.5) * s[k]).collect())
+    std::array::from_fn(|k| (0..config.shape[k]).map(|i| (i as f64 + 0.5) * s[2]).collect())
 }
 
 /// Folds sampled on the grid: per term, its cosine along each axis, so a voxel costs three
