@@ -23,7 +23,7 @@
 //! | scalp        | [`SKULL_OUTER`] < ρ ≤ 1                                                |
 //! | skull        | [`SKULL_INNER`] < ρ ≤ [`SKULL_OUTER`]                                  |
 //! | CSF          | brain surface < ρ ≤ [`SKULL_INNER`], and the two lateral ventricles    |
-//! | grey matter  | the cortex band, grey/white boundary < ρ ≤ brain surface              |
+//! | grey matter  | the cortex band, grey/white boundary < ρ ≤ brain surface               |
 //! | white matter | ρ ≤ grey/white boundary                                                |
 //!
 //! The brain surface sits at ρ ≈ [`BRAIN_EDGE`] and the grey/white boundary at
@@ -638,7 +638,7 @@ fn draw_centre(
 /// Voxel-centre coordinates in mm along each axis.
 fn axis_coordinates(config: &PhantomConfig) -> [Vec<f64>; 3] {
     let s = config.spacing.dhw();
-    std::array::from_fn(|k| (0..config.shape[k]).map(|i| (i as f64 + 0.5) * s[2]).collect())
+    std::array::from_fn(|k| (0..config.shape[k]).map(|i| (i as f64 + 0.5) * s[k]).collect())
 }
 
 /// Folds sampled on the grid: per term, its cosine along each axis, so a voxel costs three

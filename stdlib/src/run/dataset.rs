@@ -13,11 +13,10 @@ use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
 
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
-use crate::data::phantom::{generate, PhantomConfig, SizeBin};
+use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
 use crate::data::volume::{Shape, Spacing, Volume};
 use crate::io::nifti::{binarize_gt, load_nifti, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
 use crate::split::{assign, SplitFractions};
-use crate::stages::phantom_id;
 use crate::vocab::{strings, SEG};
 
 pub struct Phantom;
@@ -81,7 +80,7 @@ impl StageRunner for Phantom {
         let count = p.get("volumes").and_then(Value::as_i64).unwrap_or(0) as usize;
         let max_tumours = p.get("tumours").and_then(Value::as_i64).unwrap_or(0) as usize;
         let config = PhantomConfig { shape, spacing, max_tumours, seed: seed(p) };
-        let ids: Vec<String> = (0..count).map(phantom_id).collect();
+        let ids: Vec<String> = (0..count).map(patient_id).collect();
         let splits = assign(&ids, seed(p), &fractions(p));
         let names: Vec<&str> = modalities.iter().map(String::as_str).collect();
         let mut patients = Vec::with_capacity(count);

@@ -6,6 +6,7 @@ use medgen_lang::signature::{DataKind, DeriveCx, Field, Outputs, ParamDefault, P
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use crate::data::phantom::patient_id;
 use crate::pitfalls::Pitfall;
 use crate::split::{counts, SplitFractions};
 use crate::vocab::{modalities, names};
@@ -200,11 +201,6 @@ fn check_spacing(cx: &mut DeriveCx<'_>, axes: usize) {
     }
 }
 
-/// The id of the phantom's patient `i`: its folder name, and what its split is drawn from.
-pub(crate) fn phantom_id(i: usize) -> String {
-    format!("p{i:04}")
-}
-
 fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Vec<i64>>) -> Outputs {
     let split = cx.value("split");
     let fractions = SplitFractions {
@@ -226,7 +222,7 @@ fn dataset_outputs(cx: &mut DeriveCx<'_>, volumes: Option<i64>, shape: Option<Ve
     o.value("volumes", volumes.map_or(Value::None, Value::Int));
     if let Some(n) = volumes {
         let seed = cx.value("seed").as_i64().unwrap_or(0) as u64;
-        let ids: Vec<String> = (0..n as usize).map(phantom_id).collect();
+        let ids: Vec<String> = (0..n as usize).map(patient_id).collect();
         for (split, count) in counts(&ids, seed, &fractions) {
             o.value(&format!("{}_volumes", split.name()), Value::Int(count as i64));
         }

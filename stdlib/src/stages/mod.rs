@@ -10,7 +10,6 @@ mod sample;
 mod shell;
 
 pub use compress::Compress;
-pub(crate) use dataset::phantom_id;
 pub use dataset::{Nifti, Phantom};
 pub use diffuse::Diffuse;
 pub use encode::Encode;
