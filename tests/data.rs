@@ -150,12 +150,7 @@ fn a_nifti_folder_reads_like_the_phantom_and_its_problems_are_all_named() {
     // A user's folder in the same layout: copy the phantom's files.
     let user = p.dir.join("mets");
     let meta = DatasetMeta::read(&phantom).expect("meta");
-    for patient in &meta.patients {
-        std::fs::create_dir_all(user.join(&patient.id)).expect("patient folder");
-        for m in &meta.modalities {
-            std::fs::copy(volume_path(&phantom, &patient.id, m), volume_path(&user, &patient.id, m)).expect("copy");
-        }
-    }
+    copy_volumes(&phantom, &user, &meta);
     let nifti = "pipeline data\n\ndataset mets = nifti {\n  dir        = \"mets\"\n  modalities = [t1_pre, t1_gd, seg]\n  shape      = [8, 12, 20]\n}\n";
     let out = p.run(nifti, "mets");
     let read = DatasetMeta::read(&out).expect("meta");
@@ -182,4 +177,36 @@ fn a_nifti_folder_reads_like_the_phantom_and_its_problems_are_all_named() {
     assert!(err.contains(&format!("{}/t1_gd.nii.gz", ids[0])), "the truncated file is named: {err}");
     assert!(err.contains(&format!("{}/seg.nii.gz: missing", ids[1])), "the missing modality is named: {err}");
     assert!(err.contains(&format!("{}/t1_pre.nii.gz: shape", ids[2])), "the mismatched file is named: {err}");
+}
+
+/// Copies a dataset directory's volumes into a user folder in the same layout.
+fn copy_volumes(from: &Path, to: &Path, meta: &DatasetMeta) {
+    for patient in &meta.patients {
+        std::fs::create_dir_all(to.join(&patient.id)).expect("patient folder");
+        for m in &meta.modalities {
+            std::fs::copy(volume_path(from, &patient.id, m), volume_path(to, &patient.id, m)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn tumours_measured_from_nifti_masks_are_the_ones_the_phantom_drew() {
+    let p = Project::new("tumours");
+    let big = "pipeline data\n\ndataset brain = phantom {\n  volumes    = 16\n  shape      = [48, 64, 64]\n  modalities = [t1_gd, seg]\n  tumours    = 4\n  seed       = 2\n}\n";
+    let phantom = p.run(big, "brain");
+    let meta = DatasetMeta::read(&phantom).expect("meta");
+    copy_volumes(&phantom, &p.dir.join("mets"), &meta);
+    let nifti = "pipeline data\n\ndataset mets = nifti {\n  dir        = \"mets\"\n  modalities = [t1_gd, seg]\n}\n";
+    let measured = DatasetMeta::read(&p.run(nifti, "mets")).expect("meta");
+    let total: usize = meta.patients.iter().map(|p| p.tumours.len()).sum();
+    assert!(total >= 8, "too few tumours to compare: {total}");
+    for (drawn, found) in meta.patients.iter().zip(&measured.patients) {
+        assert_eq!(drawn.tumours.len(), found.tumours.len(), "{}: tumour count", drawn.id);
+        let mut sizes: Vec<f64> = drawn.tumours.iter().map(|t| t.diameter_mm).collect();
+        sizes.sort_by(|x, y| y.total_cmp(x));
+        for (x, y) in sizes.iter().zip(found.tumours.iter().map(|t| t.diameter_mm)) {
+            // Voxel centres at 1 mm cannot reach an ellipsoid's exact extent: within two voxels.
+            assert!((x - y).abs() <= 2.0, "{}: drawn {x:.1} mm, measured {y:.1} mm", drawn.id);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::split::Split;
 /// The file that describes a dataset directory.
 pub const META_FILE: &str = "dataset.json";
 
-/// A tumour as the phantom made it (a `nifti` dataset records none).
+/// A tumour: as the phantom drew it, or as measured from a `nifti` dataset's mask.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TumourMeta {
     /// Longest diameter, in millimetres.

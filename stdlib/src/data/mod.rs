@@ -3,4 +3,5 @@
 pub mod layout;
 pub mod loader;
 pub mod phantom;
+pub mod tumours;
 pub mod volume;

@@ -14,6 +14,7 @@ use medgen_lang::value::Value;
 
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
 use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
+use crate::data::tumours::diameters;
 use crate::data::volume::{Shape, Spacing, Volume};
 use crate::io::nifti::{binarize_gt, load_nifti, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
 use crate::split::{assign, SplitFractions};
@@ -248,17 +249,22 @@ impl StageRunner for Nifti {
             (cx.progress)(format!("patient {}/{}", i + 1, ids.len()));
             let volumes =
                 read_patient(&dir, &pattern, id, &modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
+            let mut tumours = Vec::new();
             for (modality, volume) in volumes {
                 let mut v = volume.fit_to(shape);
                 v.spacing = spacing;
                 if modality == SEG {
                     binarize_gt(&mut v);
+                    tumours = diameters(&v)
+                        .into_iter()
+                        .map(|d| TumourMeta { diameter_mm: d, bin: SizeBin::of(d).name().into() })
+                        .collect();
                 } else {
                     normalize_intensity(&mut v, INTENSITY_PERCENTILES.0, INTENSITY_PERCENTILES.1);
                 }
                 save(&cx.out_dir, id, &modality, &v)?;
             }
-            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours: Vec::new() });
+            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours });
         }
         write_meta(cx, &DatasetMeta { modalities, shape, spacing: spacing.dhw(), patients })?;
         Ok(Outcome::default())
