@@ -9,10 +9,12 @@
 
 pub mod data;
 pub mod io;
+pub mod nn;
 pub mod pitfalls;
 pub mod run;
 pub mod split;
 mod stages;
+pub mod train;
 pub mod vocab;
 
 use medgen_lang::diagnostic::{Code, Diagnostic};

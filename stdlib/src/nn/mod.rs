@@ -1,0 +1,10 @@
+//! Neural-network building blocks on Candle, for 2D slices and 3D volumes alike. Layers follow
+//! Candle's conventions (`new(vb, &cfg)`, `vb.pp("name")` mirroring checkpoint names,
+//! `impl Module`); every trainable variable must receive a gradient (see
+//! `../shared/docs/candle-notes.md` for the Candle ops that silently drop them).
+
+pub mod attention;
+pub mod conv;
+pub mod embed;
+pub mod norm;
+pub mod resample;
