@@ -4,7 +4,10 @@
 //! `../shared/docs/candle-notes.md` for the Candle ops that silently drop them).
 
 pub mod attention;
+pub mod autoencoder;
 pub mod conv;
+pub mod dit;
 pub mod embed;
 pub mod norm;
 pub mod resample;
+pub mod unet;
