@@ -145,7 +145,7 @@ fn placeholder_stages(params: &BTreeMap<String, Value>) -> Vec<String> {
         match v {
             Value::Str(s) => {
                 for (_, _, scope, _) in medgen_lang::check::placeholders(s) {
-                    if !["in", "params", "out"].contains(&scope) && !out.iter().any(|o| o == scope) {
+                    if !medgen_lang::check::PLACEHOLDER_SCOPES.contains(&scope) && !out.iter().any(|o| o == scope) {
                         out.push(scope.to_string());
                     }
                 }

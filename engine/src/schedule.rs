@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use medgen_lang::syntax::ast::CmpOp;
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
@@ -298,7 +297,7 @@ pub fn run(
                         op: e.op.as_str().to_string(),
                         threshold: e.threshold,
                         value,
-                        passed: value.is_some_and(|v| holds(e.op, v, e.threshold)),
+                        passed: value.is_some_and(|v| e.op.holds(v, e.threshold)),
                     });
                 }
             }
@@ -319,10 +318,6 @@ pub fn run(
         expects,
         cancelled: cancel.load(Ordering::Relaxed),
     }
-}
-
-fn holds(op: CmpOp, value: f64, threshold: f64) -> bool {
-    op.holds(value, threshold)
 }
 
 fn finish(observer: &dyn Observer, dag: &Dag, node: NodeIndex, outcome: Outcome) {

@@ -193,13 +193,14 @@ impl<'a> Checker<'a> {
 
     fn run(&mut self) -> Option<CheckedPipeline> {
         let seed = self.pipeline_seed();
-        for name in self.order() {
-            let stage = self.check_decl(&name, seed);
-            self.done.insert(name, stage);
+        let order = self.order();
+        for name in &order {
+            let stage = self.check_decl(name, seed);
+            self.done.insert(name.clone(), stage);
         }
         self.check_unused_constants();
         let name = self.pipeline_name.clone()?;
-        let stages = self.order_of_done();
+        let stages = order.iter().filter_map(|n| self.done.get(n).cloned().flatten()).collect();
         Some(CheckedPipeline { name, seed, stages })
     }
 
@@ -226,11 +227,6 @@ impl<'a> Checker<'a> {
             self.error(ErrorKind::UnusedConstant { name: b.name.name.clone() }, b.name.span);
         }
     }
-
-    fn order_of_done(&self) -> Vec<CheckedStage> {
-        let order = self.topo_names();
-        order.iter().filter_map(|n| self.done.get(n).cloned().flatten()).collect()
-    }
 }
 
-pub use order::{placeholder_span, placeholders};
+pub use order::{placeholder_span, placeholders, PLACEHOLDER_SCOPES};

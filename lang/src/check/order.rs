@@ -12,7 +12,7 @@ use crate::syntax::ast::{BlockItem, Decl, Expr, ExprKind};
 use super::Checker;
 
 /// Reserved placeholder prefixes of shell commands; any other `{a.b}` names stage `a`.
-pub(crate) const PLACEHOLDER_SCOPES: [&str; 3] = ["in", "params", "out"];
+pub const PLACEHOLDER_SCOPES: [&str; 3] = ["in", "params", "out"];
 
 /// `{a.b}` placeholders in a string, with their byte ranges.
 pub fn placeholders(s: &str) -> Vec<(usize, usize, &str, &str)> {
@@ -114,16 +114,6 @@ impl Checker<'_> {
         deps.into_iter().collect()
     }
 
-    /// Declaration names, upstream first, in source order where the graph leaves a choice.
-    pub(super) fn topo_names(&self) -> Vec<String> {
-        let mut order = Vec::new();
-        let mut state: BTreeMap<String, bool> = BTreeMap::new(); // false: visiting, true: done
-        for d in &self.decls {
-            self.visit(&d.name.name, &mut state, &mut order, &mut Vec::new());
-        }
-        order
-    }
-
     fn visit(
         &self,
         name: &str,
@@ -160,7 +150,8 @@ impl Checker<'_> {
         cycle
     }
 
-    /// Like [`Self::topo_names`], and reports each circle once, at its first declaration.
+    /// Declaration names, upstream first, in source order where the graph leaves a choice;
+    /// reports each circle once, at its first declaration.
     pub(super) fn order(&mut self) -> Vec<String> {
         let mut order = Vec::new();
         let mut state: BTreeMap<String, bool> = BTreeMap::new();

@@ -106,6 +106,21 @@ struct ResBlock {
 }
 
 impl ResBlock {
+    /// One level's `num_res_blocks` blocks, from `in_channels` to `out_channels`.
+    fn level(
+        vb: &VarBuilder,
+        cfg: &AutoencoderConfig,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Result<Vec<ResBlock>> {
+        (0..cfg.num_res_blocks)
+            .map(|j| {
+                let from = if j == 0 { in_channels } else { out_channels };
+                ResBlock::new(vb.pp(format!("blocks.{j}")), cfg, from, out_channels)
+            })
+            .collect()
+    }
+
     fn new(vb: VarBuilder, cfg: &AutoencoderConfig, in_channels: usize, out_channels: usize) -> Result<Self> {
         let nin_shortcut = if in_channels == out_channels {
             None
@@ -159,13 +174,8 @@ impl Encoder {
         let mut current = cfg.channels[0];
         for (i, &out) in cfg.channels.iter().enumerate() {
             let vb = vb.pp(format!("levels.{i}"));
-            let blocks = (0..cfg.num_res_blocks)
-                .map(|j| {
-                    let block = ResBlock::new(vb.pp(format!("blocks.{j}")), cfg, current, out);
-                    current = out;
-                    block
-                })
-                .collect::<Result<_>>()?;
+            let blocks = ResBlock::level(&vb, cfg, current, out)?;
+            current = out;
             let resample = if i + 1 < cfg.channels.len() {
                 Some(Conv::new(vb.pp("downsample"), cfg.dims, out, out, 3, 1, 2)?)
             } else {
@@ -231,13 +241,8 @@ impl Decoder {
         let mut current = deepest;
         for (i, &out) in cfg.channels.iter().rev().enumerate() {
             let vb = vb.pp(format!("levels.{i}"));
-            let blocks = (0..cfg.num_res_blocks)
-                .map(|j| {
-                    let block = ResBlock::new(vb.pp(format!("blocks.{j}")), cfg, current, out);
-                    current = out;
-                    block
-                })
-                .collect::<Result<_>>()?;
+            let blocks = ResBlock::level(&vb, cfg, current, out)?;
+            current = out;
             let resample =
                 if i + 1 < cfg.channels.len() { Some(cfg.conv(vb.pp("upsample"), out, out, 3)?) } else { None };
             levels.push(Level { blocks, resample });
