@@ -27,7 +27,7 @@ stage ldm = diffuse(mets) {
   ema      = 0.9999  # EMA was the best 128x128 run (exp8)
 }
 
-stage gen = sample(ldm) {
+stage gen = sample(ldm, conditions: mets.test) {
   count  = 25
   solver = euler(steps: 25)
   batch  = 1

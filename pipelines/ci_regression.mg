@@ -36,7 +36,7 @@ stage ldm = diffuse(latents) {
   grad_clip = 1.0
 }
 
-stage gen = sample(ldm, decoder: vae) {
+stage gen = sample(ldm, decoder: vae, conditions: tiny.test) {
   count  = 4
   solver = euler(steps: 10)
 }

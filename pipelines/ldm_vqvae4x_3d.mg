@@ -38,7 +38,7 @@ stage ldm = diffuse(latents) {
   ema       = 0.999
 }
 
-stage gen = sample(ldm, decoder: vqvae) {
+stage gen = sample(ldm, decoder: vqvae, conditions: mets.test) {
   count  = 25
   solver = euler(steps: 25)
   batch  = 1

@@ -1,4 +1,5 @@
 # quickstart.mg: latent diffusion on a synthetic brain phantom; minutes on a laptop CPU.
+#   medgen run --release pipelines/quickstart.mg   (see README: cargo run --release -- run ...)
 pipeline quickstart
 
 seed = 7
@@ -13,10 +14,12 @@ dataset brain = phantom {
 
 # Compression sees the two images only: the mask is never mixed in (E0102).
 stage vae = compress(brain) {
-  model  = vqvae(dims: 2, channels: [32, 64], latent_channels: 4, codebook: 256)
-  images = [t1_pre, t1_gd]
-  epochs = 20
-  lr     = 2e-4
+  model             = vae(dims: 2, channels: [16, 32], latent_channels: 4, res_blocks: 1)
+  images            = [t1_pre, t1_gd]
+  perceptual_weight = 0  # LPIPS arrives with the evaluate stage
+  epochs            = 8
+  batch             = 16
+  lr                = 2e-3
 }
 
 stage latents = encode(vae, brain)
@@ -24,20 +27,17 @@ stage latents = encode(vae, brain)
 stage ldm = diffuse(latents) {
   mode      = dual                           # WHAT: t1_pre + t1_gd, conditioned on seg
   strategy  = rflow(sampling: logit_normal)  # HOW to noise and denoise
-  model     = unet(dims: 2, channels: [32, 64], attention: [false, true])
-  epochs    = 40
+  model     = unet(dims: 2, channels: [32, 64], attention: [false, true], res_blocks: 1)
+  epochs    = 20
+  batch     = 32
+  lr        = 1e-3
   ema       = 0.999
   warmup    = 2
   grad_clip = 1.0
 }
 
-stage gen = sample(ldm, decoder: vae) {
-  count  = 16
+# One sample per test patient, generated for that patient's tumour masks.
+stage gen = sample(ldm, decoder: vae, conditions: brain.test) {
+  count  = 4
   solver = euler(steps: 25)
-}
-
-stage scores = evaluate(gen, reference: brain.test) {
-  metrics        = [psnr, ms_ssim, lpips, kid]
-  ms_ssim_scales = 2  # 32 px images allow two scales
-  expect kid < 0.1    # CI regression gate
 }

@@ -21,7 +21,7 @@ stage sit = diffuse(mets) {
   sweep lr in [1e-4, 5e-5]
 }
 
-stage gen = sample(sit) {
+stage gen = sample(sit, conditions: mets.test) {
   count  = 100
   solver = euler(steps: 25)
 }

@@ -23,7 +23,7 @@ stage ldm = diffuse(latents) {
   sweep lr in [1e-4, 5e-5]
 }
 
-stage gen = sample(ldm, decoder: vae) { count = 2 }
+stage gen = sample(ldm, decoder: vae, conditions: brain.test) { count = 2 }
 "#;
 
 fn names(stage: &str) -> Vec<String> {

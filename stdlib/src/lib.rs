@@ -8,6 +8,8 @@
 //! through [`StdRuntime`] (`run/`), where so far only `shell` has an implementation.
 
 pub mod data;
+pub mod device;
+pub mod diffusion;
 pub mod io;
 pub mod nn;
 pub mod pitfalls;

@@ -42,7 +42,7 @@ codes! {
     SPACING_SHAPE = "E0116", Error, "voxel spacing and shape disagree";
     SIZE_MISMATCH = "E0117", Error, "a spatial size the model or compressor cannot divide";
     DIMS_MISMATCH = "E0118", Error, "2D and 3D stages mixed where they cannot be";
-    SAMPLING_SETUP = "E0119", Error, "classifier-free guidance or a decoder that does not fit the denoiser";
+    SAMPLING_SETUP = "E0119", Error, "guidance, a decoder or conditions that do not fit the denoiser";
     METRIC_NOT_APPLICABLE = "E0120", Error, "a metric that cannot be computed on what is evaluated";
     SCOREAUG_WITHOUT_OMEGA = "E0121", Error, "ScoreAug rotations or flips without omega conditioning";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
@@ -79,6 +79,7 @@ pub enum Pitfall {
     DimsMismatch { compressor: i64, model: i64 },
     DecoderMissing,
     DecoderUnneeded,
+    ConditionsMissing { mode: String },
     GuidanceUntrained { scale: f64 },
     GuidanceUnconditional { mode: String, scale: f64 },
     PairedMetricUnpaired { metric: String, mode: String },
@@ -163,6 +164,9 @@ impl fmt::Display for Pitfall {
                 write!(f, "this denoiser generates latents, and no `decoder` is given to turn them into images")
             }
             DecoderUnneeded => write!(f, "this denoiser generates pixels; a `decoder` has nothing to decode"),
+            ConditionsMissing { mode } => {
+                write!(f, "mode `{mode}` generates from conditions, and no `conditions` are given to generate for")
+            }
             GuidanceUntrained { scale } => write!(
                 f,
                 "guidance scale {scale} needs a denoiser trained with conditioning dropout (`cfg_dropout > 0`)"
@@ -220,6 +224,7 @@ impl DiagnosticKind for Pitfall {
             Model3dOn2d { .. } | DimsMismatch { .. } => &DIMS_MISMATCH,
             DecoderMissing
             | DecoderUnneeded
+            | ConditionsMissing { .. }
             | GuidanceUntrained { .. }
             | GuidanceUnconditional { .. }
             | CfgDropoutUnconditional { .. } => &SAMPLING_SETUP,
@@ -282,6 +287,11 @@ impl DiagnosticKind for Pitfall {
             DimsMismatch { compressor, .. } => format!("use `dims: {compressor}` in the denoiser's model"),
             DecoderMissing => "add `decoder: COMPRESSOR` to the sample stage's arguments".into(),
             DecoderUnneeded => "remove `decoder`".into(),
+            ConditionsMissing { .. } => {
+                "add `conditions: DATASET.test` to the sample stage's arguments: its masks (or tumour counts) \
+                 condition the samples"
+                    .into()
+            }
             GuidanceUntrained { .. } => "set `cfg_dropout = 0.1` in the diffuse stage, or `guidance = 1.0`".into(),
             GuidanceUnconditional { .. } => "use `guidance = 1.0`".into(),
             CfgDropoutUnconditional { .. } => "set `cfg_dropout = 0`; guidance needs a conditioned mode".into(),

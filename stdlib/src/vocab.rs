@@ -191,6 +191,7 @@ pub fn compressor_model() -> Type {
                     dims(),
                     channels(&[32, 64, 128]),
                     p("latent_channels", Type::int(1, Some(1024)), v_int(4), "channels of the latent"),
+                    p("res_blocks", Type::int(1, Some(8)), v_int(2), "residual blocks per level"),
                     p(
                         "kl_weight",
                         Type::float(0.0, 1.0),
@@ -206,8 +207,15 @@ pub fn compressor_model() -> Type {
                     dims(),
                     channels(&[32, 64, 128]),
                     p("latent_channels", Type::int(1, Some(1024)), v_int(4), "channels of the latent"),
+                    p("res_blocks", Type::int(1, Some(8)), v_int(2), "residual blocks per level"),
                     p("codebook", Type::int(2, Some(65_536)), v_int(512), "codebook entries"),
                     p("commitment", Type::float(0.0, 10.0), v_float(0.25), "commitment loss weight"),
+                    p(
+                        "ema_decay",
+                        Type::optional(Type::float_in(0.0, true, 1.0, false)),
+                        ParamDefault::Value(Value::None),
+                        "learn the codebook by EMA updates with this decay instead of its loss",
+                    ),
                 ],
             },
             Ctor {

@@ -2,19 +2,46 @@
 //! `[8, 16]`, 2 latent channels, 16 codes, 8×8 slices and 4×8×8 volumes): latent shapes and scale
 //! factors in 2D and 3D, nearest-code quantisation against a hand-made codebook, the
 //! straight-through gradient, a gradient for every trainable variable, the KL term against values
-//! computed by hand, and overfitting a fixed batch of two samples with AdamW. CPU only: the crate
-//! has no CUDA feature yet.
+//! computed by hand, and overfitting a fixed batch of two samples with AdamW. The VQ-VAE's EMA
+//! codebook: its updates against MONAI's `EMAQuantizer`, its buffers kept out of the optimiser and
+//! in the checkpoint, and overfitting with it. CPU only: the crate has no CUDA feature yet.
+//!
+//! The EMA reference values in `tests/reference/vq_ema_reference.safetensors` were made by
+//! `tests/reference/vq_ema_reference.py` (torch 2.15, MONAI 1.6.1, CPU, f32), which documents what
+//! the file holds; these tests never run Python. To regenerate:
+//!
+//! ```text
+//! python3 stdlib/tests/reference/vq_ema_reference.py
+//! ```
+//!
+//! The heart of it, for the 2D quantizer `q2` (`q3` is the same in 3D, decay 0.9, epsilon 1e-3,
+//! one step):
+//!
+//! ```text
+//! quantizer = EMAQuantizer(2, 8, 3, commitment_cost=0.25, decay=0.99, epsilon=1e-5).train()
+//! for step in (1, 2):
+//!     quantized, loss, indices = quantizer(torch.randn(2, 3, 3, 4))  # updates the codebook
+//!     # q2.step<s>.{z, indices, quantized, loss}, then embedding.weight, ema_cluster_size, ema_w
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 use medgen_stdlib::nn::autoencoder::{
-    AutoencoderConfig, KlVae, KlVaeConfig, Reconstruction, VqVae, VqVaeConfig, DEFAULT_COMMITMENT_BETA,
+    AutoencoderConfig, CodebookUpdate, KlVae, KlVaeConfig, Reconstruction, VqVae, VqVaeConfig, DEFAULT_COMMITMENT_BETA,
+    DEFAULT_EMA_DECAY, DEFAULT_EMA_EPSILON,
 };
 use medgen_stdlib::nn::conv::SpatialDims;
+use medgen_stdlib::train::checkpoint::{CheckpointConfig, TrainState};
+use medgen_stdlib::train::guard::{Guard, GuardConfig};
 use medgen_stdlib::train::loss::kl_diag_gaussian;
 use medgen_stdlib::train::optim::{AdamW, AdamWConfig};
 use medgen_stdlib::train::params::Params;
-use medgen_stdlib::train::rng::{var_builder, Purpose, Stream};
+use medgen_stdlib::train::rng::{var_builder, Purpose, Stream, Streams};
+use medgen_stdlib::train::schedule::ValHistory;
 
 const SEED: u64 = 29;
 const CODES: usize = 16;
@@ -279,4 +306,239 @@ fn both_models_overfit_a_fixed_batch_2d() -> Result<()> {
 #[test]
 fn both_models_overfit_a_fixed_batch_3d() -> Result<()> {
     assert_overfits(SpatialDims::Three)
+}
+
+// ---- The EMA codebook ----------------------------------------------------------------------
+
+const EMA_REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/vq_ema_reference.safetensors");
+
+/// Codes and latent channels of the reference quantizers.
+const REFERENCE_CODES: usize = 8;
+const REFERENCE_CHANNELS: usize = 3;
+
+/// The EMA buffers, by their names under `codebook.`.
+const BUFFERS: [&str; 3] = ["weight", "cluster_size", "embed_sum"];
+
+/// Largest f32 difference allowed against MONAI, per row (code) of a tensor, relative to the
+/// row's largest magnitude: the codes MONAI's update leaves unused grow to ~1e5 while the used
+/// ones stay near 1, so one scale for the whole codebook would hide the used codes' errors.
+const F32_TOLERANCE: f32 = 1e-5;
+
+fn vq_ema_vae(dims: SpatialDims, update: CodebookUpdate) -> Result<(VqVae, VarMap)> {
+    let varmap = VarMap::new();
+    let vb = var_builder(&varmap, Stream::new(SEED, Purpose::Init), DType::F32, &Device::Cpu);
+    Ok((VqVae::new(vb, &VqVaeConfig { codebook_update: update, ..vq_config(dims) })?, varmap))
+}
+
+/// `max |actual − expected| / max |expected|` within every row (first axis) of two tensors of the
+/// same shape, at most `tolerance` (rows of zeros must match exactly).
+fn assert_rows_close(what: &str, actual: &Tensor, expected: &Tensor, tolerance: f32) -> Result<()> {
+    assert_eq!(actual.dims(), expected.dims(), "{what}");
+    let rows = expected.dim(0)?;
+    let actual = actual.to_dtype(DType::F32)?.reshape((rows, ()))?.to_vec2::<f32>()?;
+    let expected = expected.to_dtype(DType::F32)?.reshape((rows, ()))?.to_vec2::<f32>()?;
+    let mut worst = 0f32;
+    for (row, (a, e)) in actual.iter().zip(&expected).enumerate() {
+        let error = a.iter().zip(e).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max);
+        let scale = e.iter().map(|e| e.abs()).fold(0.0, f32::max);
+        assert!(error <= tolerance * scale, "{what}, row {row}: {a:?} vs {e:?}");
+        worst = worst.max(if scale > 0.0 { error / scale } else { 0.0 });
+    }
+    println!("{what}: relative error {worst:.1e}");
+    Ok(())
+}
+
+fn buffer(varmap: &VarMap, name: &str) -> Tensor {
+    let vars = varmap.data().lock().unwrap();
+    vars.get(&format!("codebook.{name}")).unwrap_or_else(|| panic!("codebook.{name} is missing")).as_tensor().clone()
+}
+
+#[test]
+fn ema_codebook_updates_match_monai() -> Result<()> {
+    let reference = candle_core::safetensors::load(EMA_REFERENCE, &Device::Cpu)?;
+    let get = |key: &str| reference.get(key).unwrap_or_else(|| panic!("{key} is not in the reference file"));
+    let cases = [
+        ("q2", SpatialDims::Two, CodebookUpdate::EMA, 2),
+        ("q3", SpatialDims::Three, CodebookUpdate::Ema { decay: 0.9, epsilon: 1e-3 }, 1),
+    ];
+    assert_eq!(CodebookUpdate::EMA, CodebookUpdate::Ema { decay: 0.99, epsilon: 1e-5 });
+    assert_eq!((DEFAULT_EMA_DECAY, DEFAULT_EMA_EPSILON), (0.99, 1e-5));
+    for (name, dims, update, steps) in cases {
+        let autoencoder = AutoencoderConfig { latent_channels: REFERENCE_CHANNELS, ..config(dims) };
+        let cfg = VqVaeConfig { codebook_update: update, ..VqVaeConfig::new(autoencoder, REFERENCE_CODES) };
+        let mut varmap = VarMap::new();
+        let vq = VqVae::new(var_builder(&varmap, Stream::new(SEED, Purpose::Init), DType::F32, &Device::Cpu), &cfg)?;
+        for field in BUFFERS {
+            varmap.set_one(format!("codebook.{field}"), get(&format!("{name}.codebook.{field}")))?;
+        }
+        for step in 1..=steps {
+            let prefix = format!("{name}.step{step}");
+            let z = get(&format!("{prefix}.z"));
+            let quantized = vq.quantize(z)?;
+            let expected_indices = get(&format!("{prefix}.indices")).flatten_all()?.to_vec1::<i64>()?;
+            let indices: Vec<i64> =
+                quantized.indices.flatten_all()?.to_vec1::<u32>()?.into_iter().map(i64::from).collect();
+            assert_eq!(indices, expected_indices, "{prefix}.indices");
+            assert_rows_close(
+                &format!("{prefix}.quantized"),
+                &quantized.latent,
+                get(&format!("{prefix}.quantized")),
+                F32_TOLERANCE,
+            )?;
+            assert!(quantized.codebook_loss.is_none());
+            let loss = (&quantized.commitment_loss * DEFAULT_COMMITMENT_BETA)?.reshape(1)?;
+            assert_rows_close(&format!("{prefix}.loss"), &loss, get(&format!("{prefix}.loss")), F32_TOLERANCE)?;
+
+            vq.update_codebook(z, &quantized.indices)?;
+            for field in BUFFERS {
+                let key = format!("{prefix}.codebook.{field}");
+                assert_rows_close(&key, &buffer(&varmap, field), get(&key), F32_TOLERANCE)?;
+            }
+            assert_eq!(vq.codebook().to_vec2::<f32>()?, buffer(&varmap, "weight").to_vec2::<f32>()?);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ema_buffers_stay_out_of_the_optimiser() -> Result<()> {
+    let x = batch(SpatialDims::Two)?;
+    let (vq, varmap) = vq_ema_vae(SpatialDims::Two, CodebookUpdate::EMA)?;
+    let names: Vec<String> = BUFFERS.iter().map(|b| format!("codebook.{b}")).collect();
+    assert_eq!(vq.ema_buffer_names(), names.as_slice());
+
+    // MONAI's initial state: zero cluster sizes, the sums a copy of the codes, statistics in f32.
+    let codes = buffer(&varmap, "weight").to_vec2::<f32>()?;
+    assert_eq!(buffer(&varmap, "embed_sum").to_vec2::<f32>()?, codes);
+    assert_eq!(buffer(&varmap, "cluster_size").to_vec1::<f32>()?, vec![0.0; CODES]);
+    assert_eq!(
+        (buffer(&varmap, "embed_sum").dtype(), buffer(&varmap, "cluster_size").dtype()),
+        (DType::F32, DType::F32)
+    );
+
+    let all = Params::from_varmap(&varmap);
+    let trainable = Params::from_varmap(&vq.trainable_vars(&varmap));
+    assert_eq!(all.len(), trainable.len() + BUFFERS.len());
+    assert!(names.iter().all(|name| all.get(name).is_some() && trainable.get(name).is_none()));
+
+    // The loss has no codebook term; every trainable variable learns, no buffer gets a gradient.
+    let losses = vq.loss(&x)?;
+    assert!(losses.codebook.is_none());
+    let expected = losses.reconstruction.to_scalar::<f32>()? + 0.25 * losses.commitment.to_scalar::<f32>()?;
+    assert_close(losses.total.to_scalar::<f32>()?, expected, 1e-6, "total");
+    let grads = losses.total.backward()?;
+    for (name, var) in trainable.iter() {
+        let gradient = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        assert!(gradient.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "{name} has an all-zero gradient");
+    }
+    for name in &names {
+        assert!(grads.get(all.get(name).expect("buffer").as_tensor()).is_none(), "{name} has a gradient");
+    }
+
+    // AdamW over the trainable variables leaves the buffers alone; update_codebook moves them.
+    let before: Vec<Vec<f32>> =
+        BUFFERS.iter().map(|b| buffer(&varmap, b).flatten_all()?.to_vec1()).collect::<Result<_>>()?;
+    let mut optimizer = AdamW::new(&trainable, AdamWConfig::default())?;
+    optimizer.step(&grads, 1e-2)?;
+    assert!(optimizer.moments().all(|(name, _)| !name.starts_with("codebook.")));
+    let after: Vec<Vec<f32>> =
+        BUFFERS.iter().map(|b| buffer(&varmap, b).flatten_all()?.to_vec1()).collect::<Result<_>>()?;
+    assert_eq!(before, after);
+    vq.update_codebook(&losses.encoded, &losses.indices)?;
+    // Σ N = (1 − decay) · (latent positions): 2 samples of 4×4.
+    let total_size = buffer(&varmap, "cluster_size").sum_all()?.to_scalar::<f32>()?;
+    assert_close(total_size, 0.01 * 32.0, 1e-6, "cluster sizes");
+    assert_ne!(buffer(&varmap, "weight").to_vec2::<f32>()?, codes);
+
+    // With the codebook learnt by its loss there are no buffers and no EMA update.
+    let (learnt, varmap) = vq_vae(SpatialDims::Two)?;
+    assert!(learnt.ema_buffer_names().is_empty());
+    assert_eq!(Params::from_varmap(&learnt.trainable_vars(&varmap)).len(), Params::from_varmap(&varmap).len());
+    let losses = learnt.loss(&x)?;
+    assert!(losses.codebook.is_some());
+    assert!(learnt.update_codebook(&losses.encoded, &losses.indices).is_err());
+    let invalid = CodebookUpdate::Ema { decay: 1.0, epsilon: 1e-5 };
+    assert!(vq_ema_vae(SpatialDims::Two, invalid).is_err());
+    assert!(vq_ema_vae(SpatialDims::Two, CodebookUpdate::Ema { decay: 0.99, epsilon: 0.0 }).is_err());
+    Ok(())
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("medgen-autoencoder-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A training state over the whole `varmap` (buffers included) with AdamW over its trainable part.
+fn train_state(vq: &VqVae, varmap: &VarMap) -> Result<TrainState> {
+    Ok(TrainState {
+        step: 0,
+        model: Params::from_varmap(varmap),
+        optimizer: AdamW::new(&Params::from_varmap(&vq.trainable_vars(varmap)), AdamWConfig::default())?,
+        ema: None,
+        streams: Streams::new(SEED),
+        val_history: ValHistory::default(),
+        guard: Guard::new(GuardConfig::default()),
+        metadata: serde_json::Value::Null,
+    })
+}
+
+#[test]
+fn ema_buffers_are_saved_and_restored_with_the_checkpoint() -> Result<()> {
+    let x = batch(SpatialDims::Two)?;
+    let (vq, varmap) = vq_ema_vae(SpatialDims::Two, CodebookUpdate::EMA)?;
+    let mut state = train_state(&vq, &varmap)?;
+    for _ in 0..2 {
+        let losses = vq.loss(&x)?;
+        state.optimizer.step(&losses.total.backward()?, 1e-3)?;
+        vq.update_codebook(&losses.encoded, &losses.indices)?;
+        state.step += 1;
+    }
+    let dir = TempDir::new("ema-checkpoint");
+    let saved = state.save(&dir.0, &CheckpointConfig::default()).expect("checkpoint saved");
+
+    let (restored, restored_varmap) = vq_ema_vae(SpatialDims::Two, CodebookUpdate::EMA)?;
+    let snapshot = |varmap: &VarMap| -> Result<HashMap<&str, Vec<f32>>> {
+        BUFFERS.iter().map(|&b| Ok((b, buffer(varmap, b).flatten_all()?.to_vec1()?))).collect()
+    };
+    assert_ne!(snapshot(&restored_varmap)?, snapshot(&varmap)?);
+    train_state(&restored, &restored_varmap)?.load(&saved).expect("checkpoint loaded");
+    assert_eq!(snapshot(&restored_varmap)?, snapshot(&varmap)?);
+    assert_eq!(restored.codebook().to_vec2::<f32>()?, vq.codebook().to_vec2::<f32>()?);
+    let indices = |model: &VqVae| -> Result<Vec<u32>> { model.loss(&x)?.indices.flatten_all()?.to_vec1() };
+    assert_eq!(indices(&restored)?, indices(&vq)?);
+    Ok(())
+}
+
+#[test]
+fn vq_vae_with_an_ema_codebook_overfits_a_fixed_batch() -> Result<()> {
+    const MAX_STEPS: usize = 300;
+    let x = batch(SpatialDims::Two)?;
+    let (vq, varmap) = vq_ema_vae(SpatialDims::Two, CodebookUpdate::EMA)?;
+    let (steps, first, last) = overfit(&vq.trainable_vars(&varmap), MAX_STEPS, || {
+        let losses = vq.loss(&x)?;
+        vq.update_codebook(&losses.encoded, &losses.indices)?;
+        Ok((losses.reconstruction, losses.total))
+    })?;
+    println!("EMA VQ-VAE: reconstruction {first} → {last} in {steps} steps");
+    assert!(steps < MAX_STEPS, "EMA VQ-VAE: reconstruction {first} → {last} in {MAX_STEPS} steps");
+    // Every step updated the codebook: Σ N = (1 − decay^updates) · 32 latent positions, the
+    // closure having run once more than the optimiser stepped.
+    let updates = i32::try_from(steps + 1).expect("few steps");
+    let expected = (1.0 - DEFAULT_EMA_DECAY.powi(updates)) * 32.0;
+    let total_size = buffer(&varmap, "cluster_size").sum_all()?.to_scalar::<f32>()?;
+    assert_close(total_size, expected as f32, 1e-5, "cluster sizes");
+    Ok(())
 }

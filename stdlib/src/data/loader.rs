@@ -117,6 +117,8 @@ pub struct Loader {
     device: Device,
     /// The image modalities (all but the mask).
     images: Vec<String>,
+    /// Modalities stacked as channels regardless of the mode (a compressor's `images`).
+    channels: Option<Vec<String>>,
     items: Vec<Item>,
     cache: Mutex<VecDeque<(usize, Decoded)>>,
 }
@@ -133,10 +135,22 @@ impl Loader {
         seed: u64,
         device: Device,
     ) -> Result<Loader, String> {
+        Loader::new_unchecked(dir, split, mode, view, batch_size, seed, device)?.check_and_enumerate()
+    }
+
+    fn new_unchecked(
+        dir: &Path,
+        split: Split,
+        mode: Mode,
+        view: View,
+        batch_size: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<Loader, String> {
         let meta = DatasetMeta::read(dir)?;
         let images: Vec<String> = meta.modalities.iter().filter(|m| *m != SEG).cloned().collect();
         let patients: Vec<PatientMeta> = meta.split(split).cloned().collect();
-        let mut loader = Loader {
+        Ok(Loader {
             dir: dir.to_path_buf(),
             meta,
             patients,
@@ -146,16 +160,41 @@ impl Loader {
             seed,
             device,
             images,
+            channels: None,
             items: Vec::new(),
             cache: Mutex::new(VecDeque::new()),
-        };
-        for m in loader.channel_modalities(None) {
-            if !loader.meta.modalities.contains(&m) {
-                return Err(format!("{}: the dataset has no `{m}`, which mode {mode:?} needs", dir.display()));
+        })
+    }
+
+    /// A loader whose samples stack exactly `channels` (a compressor's images), without a
+    /// condition: what a `compress` stage trains on.
+    pub fn for_channels(
+        dir: &Path,
+        split: Split,
+        channels: Vec<String>,
+        view: View,
+        batch_size: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<Loader, String> {
+        let mut loader = Loader::new_unchecked(dir, split, Mode::Bravo, view, batch_size, seed, device)?;
+        loader.channels = Some(channels);
+        loader.check_and_enumerate()
+    }
+
+    fn check_and_enumerate(mut self) -> Result<Loader, String> {
+        let (dir, mode) = (&self.dir, self.mode);
+        for m in self.channel_modalities(None) {
+            if !self.meta.modalities.contains(&m) {
+                let needs = match &self.channels {
+                    Some(_) => "the stage needs".to_string(),
+                    None => format!("mode {mode:?} needs"),
+                };
+                return Err(format!("{}: the dataset has no `{m}`, which {needs}", dir.display()));
             }
         }
-        loader.items = loader.enumerate()?;
-        Ok(loader)
+        self.items = self.enumerate()?;
+        Ok(self)
     }
 
     /// Samples per epoch.
@@ -174,6 +213,9 @@ impl Loader {
 
     /// The modalities stacked as image channels, for one sample (`multi`: its modality).
     fn channel_modalities(&self, modality: Option<usize>) -> Vec<String> {
+        if let Some(channels) = &self.channels {
+            return channels.clone();
+        }
         match self.mode {
             Mode::Seg | Mode::SegConditioned => vec![SEG.into()],
             Mode::Bravo => vec!["bravo".into()],
@@ -183,7 +225,7 @@ impl Loader {
     }
 
     fn conditioned(&self) -> bool {
-        matches!(self.mode, Mode::Bravo | Mode::Dual | Mode::Multi)
+        self.channels.is_none() && matches!(self.mode, Mode::Bravo | Mode::Dual | Mode::Multi)
     }
 
     /// Every sample of the split, in order.
@@ -292,7 +334,7 @@ impl Loader {
             if self.conditioned() {
                 condition.extend(view_of(&volumes[SEG], self.view, item.slice));
             }
-            if self.mode == Mode::SegConditioned {
+            if self.channels.is_none() && self.mode == Mode::SegConditioned {
                 bins.extend(size_bins(&self.patients[item.patient]));
             }
         }
@@ -304,7 +346,11 @@ impl Loader {
         Ok(Batch {
             images: tensor(images, shape(channels))?,
             condition: if self.conditioned() { Some(tensor(condition, shape(1))?) } else { None },
-            size_bins: if self.mode == Mode::SegConditioned { Some(tensor(bins, vec![b, 4])?) } else { None },
+            size_bins: if self.channels.is_none() && self.mode == Mode::SegConditioned {
+                Some(tensor(bins, vec![b, 4])?)
+            } else {
+                None
+            },
             mode_id: items.first().and_then(|i| i.modality),
             origins: items.iter().map(|i| (self.patients[i.patient].id.clone(), i.slice)).collect(),
         })
@@ -348,7 +394,7 @@ fn slice_of(v: &Volume, axis: Axis, s: usize) -> Vec<f32> {
 }
 
 /// Tumours per RANO-BM bin, in bin order.
-fn size_bins(patient: &PatientMeta) -> [f32; 4] {
+pub(crate) fn size_bins(patient: &PatientMeta) -> [f32; 4] {
     let mut bins = [0.0; 4];
     for t in &patient.tumours {
         let bin = SizeBin::of(t.diameter_mm);
@@ -358,7 +404,7 @@ fn size_bins(patient: &PatientMeta) -> [f32; 4] {
 }
 
 /// Fisher–Yates with the given stream.
-fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
+pub(crate) fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
     for i in (1..items.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         items.swap(i, j);

@@ -4,3 +4,4 @@
 //! caller.
 
 pub mod nifti;
+pub mod preview;

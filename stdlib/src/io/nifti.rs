@@ -58,9 +58,12 @@ const MIN_AFFINE_VOLUME_RATIO: f64 = 1e-6;
 ///
 /// Seed pitfall 36: ground truth is binarised with a very low threshold so that every positive
 /// voxel survives, including the fractional values resampling or interpolation leaves on a
-/// lesion's border. Generated masks use a higher threshold to filter noise; that one belongs to
-/// evaluation, not here.
+/// lesion's border. Generated masks use the higher [`BINARY_THRESHOLD_GENERATED`], which filters
+/// the network's low-level noise.
 pub const BINARY_THRESHOLD_GT: f32 = 0.01;
+
+/// The threshold of [`binarize_seg`] for generated masks, whose values spread over [0, 1].
+pub const BINARY_THRESHOLD_GENERATED: f32 = 0.5;
 
 /// Default (low, high) percentiles for [`normalize_intensity`]: clipping the darkest and
 /// brightest 0.5 % of voxels removes isolated outliers (hot pixels, vessels in MR) that would
@@ -508,6 +511,16 @@ fn check_finite(data: &[f32]) -> Result<(), NiftiErrorKind> {
 pub fn binarize_gt(volume: &mut Volume) {
     for v in &mut volume.data {
         *v = if *v > BINARY_THRESHOLD_GT { 1.0 } else { 0.0 };
+    }
+}
+
+/// Turns a *generated* mask (a network's output, or an augmented mask) into {0, 1}: clamped to
+/// [0, 1], then 1 where the value exceeds [`BINARY_THRESHOLD_GENERATED`]. The one binarisation of
+/// generated masks (seed pitfalls 36 and 79: generation and evaluation once binarised differently,
+/// and an unthresholded sigmoid output invalidated a whole evaluation). NaN becomes 0.
+pub fn binarize_seg(values: &mut [f32]) {
+    for v in values {
+        *v = if v.clamp(0.0, 1.0) > BINARY_THRESHOLD_GENERATED { 1.0 } else { 0.0 };
     }
 }
 

@@ -21,9 +21,36 @@
 //! **[`VqVae`]** (van den Oord et al. 2017, "Neural Discrete Representation Learning"): every
 //! latent vector is replaced by its nearest codebook entry (squared Euclidean distance), the
 //! decoder receives `z + (q − z).detach()` (the straight-through estimator, so the reconstruction
-//! gradient reaches the encoder), and the loss adds the codebook term `‖q − sg(z)‖²` and
-//! `β · ‖z − sg(q)‖²`, the commitment term. The codebook is learnt by that loss only: the
-//! exponential-moving-average codebook updates of the paper's appendix are not implemented.
+//! gradient reaches the encoder), and the loss adds `β · ‖z − sg(q)‖²`, the commitment term. The
+//! codebook `[codebook, latent_channels]` starts uniform in `±1 / codebook`, as in the reference
+//! implementation, and is learnt in one of two ways ([`CodebookUpdate`]):
+//! - `Loss`: it is a trainable variable, `codebook.weight`, and the loss adds the codebook term
+//!   `‖q − sg(z)‖²`.
+//! - `Ema { decay, epsilon }`: exponential moving averages (the paper's appendix A.1, MONAI's
+//!   `EMAQuantizer`, after Sonnet's `VectorQuantizerEMA`). After each training step,
+//!   [`VqVae::update_codebook`] takes the step's latents and codes and sets, per code `k`, with
+//!   `nₖ` the number of latent vectors assigned to it and `sₖ` their sum:
+//!   `Nₖ ← decay · Nₖ + (1 − decay) · nₖ`, `mₖ ← decay · mₖ + (1 − decay) · sₖ`, the Laplace-smoothed
+//!   size `Ñₖ = (Nₖ + ε) / (N + K · ε) · N` with `N = Σₖ Nₖ`, and code `eₖ = mₖ / Ñₖ`, all in f32.
+//!   The codebook gets no gradient, the loss has no codebook term, and `N`, `m` and `e` are
+//!   buffers rather than parameters (below). As in MONAI, `N` starts at zero and `m` at the codes
+//!   themselves, with no bias correction (Sonnet corrects its averages as Adam does), so over the
+//!   first `~1 / (1 − decay)` steps the codes overshoot: at the first update a code `e` used by
+//!   `n` vectors moves to about `(decay · e + (1 − decay) · s) / ((1 − decay) · n)`, and a code no
+//!   vector uses to about `decay · e / ε`, shrinking by `decay` per step while it stays unused.
+//!   `tests/autoencoder.rs` checks the update against MONAI's, step for step.
+//!
+//! **The EMA buffers**, `codebook.weight`, `codebook.cluster_size` (`N`, `[codebook]`) and
+//! `codebook.embed_sum` (`m`, `[codebook, latent_channels]`), are Candle variables created through
+//! the model's `VarBuilder` like its parameters, so the `VarMap`, and with it a checkpoint's
+//! `model.*` tensors, holds them, and loading restores them in place. The statistics `N` and `m`
+//! are f32 whatever the model's dtype (seed pitfall 41). What keeps them away from the optimiser
+//! is the split the training code makes: [`VqVae::trainable_vars`] is the model's `VarMap` less
+//! [`VqVae::ema_buffer_names`], sharing the same variables, and it is what `Params::from_varmap`
+//! and `AdamW::new` take, while the checkpoint saves the whole `VarMap`. A separate `VarMap` for
+//! the buffers would leave them out of `TrainState::model` and so out of checkpoints. The buffers
+//! also never enter the autograd graph (the codebook is read detached), so even an optimiser that
+//! held them would find no gradient and leave them alone.
 //!
 //! Both models report [`latent_channels`] and [`scale_factor`] as values, for downstream stages to
 //! read and record (seed pitfall 72: a guessed default scale factor built a DiT for the wrong
@@ -32,8 +59,8 @@
 //! [`scale_factor`]: KlVae::scale_factor
 //! [`latent_channels`]: KlVae::latent_channels
 
-use candle_core::{bail, Module, Result, Tensor, D};
-use candle_nn::{Init, VarBuilder};
+use candle_core::{bail, DType, Module, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder, VarMap};
 
 use super::conv::{Conv, SpatialDims, FIRST_SPATIAL};
 use super::norm::{GroupNorm, GroupNormConfig};
@@ -45,6 +72,12 @@ pub const LOGVAR_CLAMP: (f64, f64) = (-30.0, 20.0);
 
 /// The commitment weight β of van den Oord et al. 2017 (and MONAI's `VectorQuantizer`).
 pub const DEFAULT_COMMITMENT_BETA: f64 = 0.25;
+
+/// The EMA codebook's decay, MONAI's `EMAQuantizer` and the paper's (γ = 0.99).
+pub const DEFAULT_EMA_DECAY: f64 = 0.99;
+
+/// The EMA codebook's Laplace smoothing ε, MONAI's `EMAQuantizer` and Sonnet's.
+pub const DEFAULT_EMA_EPSILON: f64 = 1e-5;
 
 /// The shape shared by the encoder and the decoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -371,6 +404,30 @@ impl KlVae {
     }
 }
 
+/// How a [`VqVae`] learns its codebook; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CodebookUpdate {
+    /// By gradient descent on the codebook loss `‖q − sg(z)‖²`: the codebook is a parameter.
+    Loss,
+    /// By exponential moving averages in [`VqVae::update_codebook`]: the codebook is a buffer.
+    /// `decay` in `[0, 1)` is the weight of the old averages, `epsilon > 0` the Laplace smoothing.
+    Ema { decay: f64, epsilon: f64 },
+}
+
+impl CodebookUpdate {
+    /// EMA updates with [`DEFAULT_EMA_DECAY`] and [`DEFAULT_EMA_EPSILON`].
+    pub const EMA: CodebookUpdate = CodebookUpdate::Ema { decay: DEFAULT_EMA_DECAY, epsilon: DEFAULT_EMA_EPSILON };
+
+    fn validate(self) -> Result<()> {
+        if let CodebookUpdate::Ema { decay, epsilon } = self {
+            if !((0.0..1.0).contains(&decay) && epsilon.is_finite() && epsilon > 0.0) {
+                bail!("VqVae: EMA decay {decay} must lie in [0, 1) and epsilon {epsilon} be finite and positive")
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct VqVaeConfig {
     pub autoencoder: AutoencoderConfig,
@@ -379,12 +436,19 @@ pub struct VqVaeConfig {
     /// The commitment weight β.
     pub beta: f64,
     pub reconstruction: Reconstruction,
+    pub codebook_update: CodebookUpdate,
 }
 
 impl VqVaeConfig {
-    /// β = [`DEFAULT_COMMITMENT_BETA`] and an L1 reconstruction loss.
+    /// β = [`DEFAULT_COMMITMENT_BETA`], an L1 reconstruction loss and a codebook learnt by its loss.
     pub fn new(autoencoder: AutoencoderConfig, codebook: usize) -> Self {
-        Self { autoencoder, codebook, beta: DEFAULT_COMMITMENT_BETA, reconstruction: Reconstruction::L1 }
+        Self {
+            autoencoder,
+            codebook,
+            beta: DEFAULT_COMMITMENT_BETA,
+            reconstruction: Reconstruction::L1,
+            codebook_update: CodebookUpdate::Loss,
+        }
     }
 }
 
@@ -395,28 +459,119 @@ pub struct Quantized {
     pub latent: Tensor,
     /// The chosen code per latent position, `[B, *spatial]`, u32.
     pub indices: Tensor,
-    /// `mean ‖q − sg(z)‖²`, which trains the codebook.
-    pub codebook_loss: Tensor,
+    /// `mean ‖q − sg(z)‖²`, which trains the codebook; `None` with EMA updates.
+    pub codebook_loss: Option<Tensor>,
     /// `mean ‖z − sg(q)‖²`, which keeps the encoder close to its codes.
     pub commitment_loss: Tensor,
 }
 
-/// The loss terms of one [`VqVae`] step, f32 scalars.
+/// The loss terms of one [`VqVae`] step, f32 scalars, and what [`VqVae::update_codebook`] needs.
 #[derive(Debug, Clone)]
 pub struct VqVaeLosses {
     pub reconstruction: Tensor,
-    pub codebook: Tensor,
+    /// `None` with EMA updates.
+    pub codebook: Option<Tensor>,
     pub commitment: Tensor,
-    /// `reconstruction + codebook + β · commitment`.
+    /// `reconstruction + codebook + β · commitment`, without `codebook` with EMA updates.
     pub total: Tensor,
+    /// The encoder's continuous latent `z`, `[B, latent_channels, *spatial]`.
+    pub encoded: Tensor,
+    /// The code chosen for each latent position, `[B, *spatial]`, u32.
+    pub indices: Tensor,
 }
 
-/// A vector-quantised VAE; see the module documentation. Parameters: `encoder.*`,
-/// `codebook.weight` (`[codebook, latent_channels]`) and `decoder.*`.
+/// The codebook as a parameter, or as the EMA buffers that replace it.
+#[derive(Debug, Clone)]
+enum Codebook {
+    Learnt(Tensor),
+    Ema(EmaCodebook),
+}
+
+/// The codebook and its moving averages, and the averages' settings; see the module documentation.
+#[derive(Debug, Clone)]
+struct EmaCodebook {
+    /// `e`, `[codebook, latent_channels]`, in the model's dtype.
+    weight: Var,
+    /// `N`, `[codebook]`, f32.
+    cluster_size: Var,
+    /// `m`, `[codebook, latent_channels]`, f32.
+    embed_sum: Var,
+    decay: f64,
+    epsilon: f64,
+    /// The full names of `weight`, `cluster_size` and `embed_sum` in the `VarBuilder` they came from.
+    names: [String; 3],
+}
+
+impl EmaCodebook {
+    /// `cluster_size` starts at zero and `embed_sum` as a copy of `weight`, MONAI's initial state;
+    /// no `Init` hint can express the copy, so a freshly created `embed_sum` is set after creation.
+    /// Variables that `vb` already holds (a loaded checkpoint) are taken as they are.
+    fn new(vb: &VarBuilder, weight: &Tensor, decay: f64, epsilon: f64) -> Result<Self> {
+        let (codes, channels) = weight.dims2()?;
+        let fresh = !vb.contains_tensor("embed_sum");
+        let cluster_size = vb.get_with_hints_dtype(codes, "cluster_size", Init::Const(0.0), DType::F32)?;
+        let embed_sum = Var::from_tensor(&vb.get_with_hints_dtype(
+            (codes, channels),
+            "embed_sum",
+            Init::Const(0.0),
+            DType::F32,
+        )?)?;
+        if fresh {
+            embed_sum.set(&weight.to_dtype(DType::F32)?)?;
+        }
+        let names = ["weight", "cluster_size", "embed_sum"].map(|name| format!("{}.{name}", vb.prefix()));
+        Ok(Self {
+            weight: Var::from_tensor(weight)?,
+            cluster_size: Var::from_tensor(&cluster_size)?,
+            embed_sum,
+            decay,
+            epsilon,
+            names,
+        })
+    }
+
+    /// One EMA update from the latent vectors `flat` `[N, C]` and their codes `indices` `[N]`.
+    fn update(&self, flat: &Tensor, indices: &Tensor) -> Result<()> {
+        let (codes, channels) = self.embed_sum.dims2()?;
+        let (decay, epsilon) = (self.decay, self.epsilon);
+        let device = flat.device();
+        let flat = flat.detach().to_dtype(DType::F32)?;
+        let counts = Tensor::zeros(codes, DType::F32, device)?.index_add(
+            indices,
+            &Tensor::ones(indices.dim(0)?, DType::F32, device)?,
+            0,
+        )?;
+        let sums = Tensor::zeros((codes, channels), DType::F32, device)?.index_add(indices, &flat, 0)?;
+        let cluster_size = ((self.cluster_size.as_tensor().detach() * decay)? + (counts * (1.0 - decay))?)?;
+        let total = cluster_size.sum_all()?;
+        let smoothed =
+            (&cluster_size + epsilon)?.broadcast_div(&(&total + codes as f64 * epsilon)?)?.broadcast_mul(&total)?;
+        let embed_sum = ((self.embed_sum.as_tensor().detach() * decay)? + (sums * (1.0 - decay))?)?;
+        let weight = embed_sum.broadcast_div(&smoothed.unsqueeze(1)?)?;
+        self.cluster_size.set(&cluster_size)?;
+        self.embed_sum.set(&embed_sum)?;
+        self.weight.set(&weight.to_dtype(self.weight.dtype())?)
+    }
+}
+
+impl Codebook {
+    /// The codes as the quantiser reads them: the parameter itself, or the EMA buffer detached.
+    fn codes(&self) -> Tensor {
+        match self {
+            Codebook::Learnt(weight) => weight.clone(),
+            Codebook::Ema(ema) => ema.weight.as_tensor().detach(),
+        }
+    }
+}
+
+/// A vector-quantised VAE; see the module documentation. Variables: `encoder.*`,
+/// `codebook.weight` (`[codebook, latent_channels]`) and `decoder.*`; with EMA updates
+/// `codebook.weight` is a buffer, joined by the buffers `codebook.cluster_size` and
+/// `codebook.embed_sum`.
 #[derive(Debug, Clone)]
 pub struct VqVae {
     encoder: Encoder,
-    codebook: Tensor,
+    codebook: Codebook,
     decoder: Decoder,
     cfg: VqVaeConfig,
 }
@@ -427,12 +582,20 @@ impl VqVae {
         if cfg.codebook == 0 {
             bail!("VqVae: the codebook must have at least one entry")
         }
+        cfg.codebook_update.validate()?;
         let bound = 1.0 / cfg.codebook as f64;
-        let codebook = vb.pp("codebook").get_with_hints(
+        let codebook_vb = vb.pp("codebook");
+        let weight = codebook_vb.get_with_hints(
             (cfg.codebook, cfg.autoencoder.latent_channels),
             "weight",
             Init::Uniform { lo: -bound, up: bound },
         )?;
+        let codebook = match cfg.codebook_update {
+            CodebookUpdate::Loss => Codebook::Learnt(weight),
+            CodebookUpdate::Ema { decay, epsilon } => {
+                Codebook::Ema(EmaCodebook::new(&codebook_vb, &weight, decay, epsilon)?)
+            }
+        };
         Ok(Self {
             encoder: Encoder::new(vb.pp("encoder"), &cfg.autoencoder)?,
             codebook,
@@ -449,8 +612,36 @@ impl VqVae {
         self.cfg.autoencoder.scale_factor()
     }
 
+    /// The codes, `[codebook, latent_channels]`.
     pub fn codebook(&self) -> &Tensor {
-        &self.codebook
+        match &self.codebook {
+            Codebook::Learnt(weight) => weight,
+            Codebook::Ema(ema) => ema.weight.as_tensor(),
+        }
+    }
+
+    /// The full names of the EMA buffers (`…codebook.weight`, `…codebook.cluster_size`,
+    /// `…codebook.embed_sum`, under the `VarBuilder`'s prefix); empty when the codebook is learnt
+    /// by its loss.
+    pub fn ema_buffer_names(&self) -> &[String] {
+        match &self.codebook {
+            Codebook::Learnt(_) => &[],
+            Codebook::Ema(ema) => &ema.names,
+        }
+    }
+
+    /// The variables of `varmap`, the map this model was built from, that an optimiser is to
+    /// update: all but [`VqVae::ema_buffer_names`]. The map shares `varmap`'s variables (a `Var`
+    /// is a handle), so an optimiser made from `Params::from_varmap` of it updates the model.
+    pub fn trainable_vars(&self, varmap: &VarMap) -> VarMap {
+        let trainable = VarMap::new();
+        {
+            let all = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut kept = trainable.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let buffers = self.ema_buffer_names();
+            kept.extend(all.iter().filter(|(name, _)| !buffers.contains(name)).map(|(n, v)| (n.clone(), v.clone())));
+        }
+        trainable
     }
 
     /// The encoder's continuous latent, before quantisation.
@@ -460,7 +651,7 @@ impl VqVae {
 
     /// Replace every latent vector of `z` `[B, C, *spatial]` by its nearest code.
     pub fn quantize(&self, z: &Tensor) -> Result<Quantized> {
-        quantize(z, &self.codebook)
+        quantize(z, &self.codebook.codes(), matches!(self.codebook, Codebook::Learnt(_)))
     }
 
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
@@ -469,25 +660,53 @@ impl VqVae {
 
     /// Encode, quantise, decode, and the loss terms against `x`.
     pub fn loss(&self, x: &Tensor) -> Result<VqVaeLosses> {
-        let quantized = self.quantize(&self.encode(x)?)?;
+        let encoded = self.encode(x)?;
+        let quantized = self.quantize(&encoded)?;
         let reconstruction = self.cfg.reconstruction.loss(&self.decode(&quantized.latent)?, x)?;
-        let Quantized { codebook_loss: codebook, commitment_loss: commitment, .. } = quantized;
-        let total = ((&reconstruction + &codebook)? + (&commitment * self.cfg.beta)?)?;
-        Ok(VqVaeLosses { reconstruction, codebook, commitment, total })
+        let Quantized { codebook_loss: codebook, commitment_loss: commitment, indices, .. } = quantized;
+        let total = match &codebook {
+            Some(codebook) => ((&reconstruction + codebook)? + (&commitment * self.cfg.beta)?)?,
+            None => (&reconstruction + (&commitment * self.cfg.beta)?)?,
+        };
+        Ok(VqVaeLosses { reconstruction, codebook, commitment, total, encoded, indices })
+    }
+
+    /// The EMA update of the codebook (see the module documentation) from a training step's
+    /// latent `z` `[B, C, *spatial]` and the codes `indices` `[B, *spatial]` it was quantised to,
+    /// [`VqVaeLosses::encoded`] and [`VqVaeLosses::indices`]; called once per training step, and
+    /// an error when the codebook is learnt by its loss.
+    pub fn update_codebook(&self, z: &Tensor, indices: &Tensor) -> Result<()> {
+        let Codebook::Ema(ema) = &self.codebook else {
+            bail!("VqVae::update_codebook: the codebook is learnt by its loss, not by EMA updates")
+        };
+        let flat = channels_last(z, self.latent_channels())?;
+        let indices = indices.flatten_all()?;
+        if indices.dim(0)? != flat.dim(0)? {
+            bail!("VqVae::update_codebook: {:?} indices for a latent {:?}", indices.dims(), z.dims())
+        }
+        ema.update(&flat, &indices)
     }
 }
 
-/// Nearest-code quantisation of `z` `[B, C, *spatial]` against `codebook` `[K, C]`: the channel
-/// axis is moved last and flattened to `[N, C]`, distances `‖z‖² − 2 z·e + ‖e‖²` are `[N, K]`.
-fn quantize(z: &Tensor, codebook: &Tensor) -> Result<Quantized> {
-    let dims = z.dims().to_vec();
-    let channels = codebook.dim(1)?;
+/// `z` `[B, C, *spatial]` with the channel axis moved last and the rest flattened, `[N, C]`.
+fn channels_last(z: &Tensor, channels: usize) -> Result<Tensor> {
+    let dims = z.dims();
     if dims.len() < 3 || dims[1] != channels {
         bail!("quantize: expected [B, {channels}, *spatial], got {dims:?}")
     }
     let rank = dims.len();
-    let channels_last: Vec<usize> = std::iter::once(0).chain(2..rank).chain(std::iter::once(1)).collect();
-    let flat = z.permute(channels_last)?.contiguous()?.reshape(((), channels))?;
+    let order: Vec<usize> = std::iter::once(0).chain(2..rank).chain(std::iter::once(1)).collect();
+    z.permute(order)?.contiguous()?.reshape(((), channels))
+}
+
+/// Nearest-code quantisation of `z` `[B, C, *spatial]` against `codebook` `[K, C]`: the channel
+/// axis is moved last and flattened to `[N, C]`, distances `‖z‖² − 2 z·e + ‖e‖²` are `[N, K]`.
+/// With `codebook_loss`, the codebook term is computed (its gradient reaches `codebook`).
+fn quantize(z: &Tensor, codebook: &Tensor, codebook_loss: bool) -> Result<Quantized> {
+    let dims = z.dims().to_vec();
+    let channels = codebook.dim(1)?;
+    let flat = channels_last(z, channels)?;
+    let rank = dims.len();
     let detached = flat.detach();
     let distances = detached
         .sqr()?
@@ -496,7 +715,7 @@ fn quantize(z: &Tensor, codebook: &Tensor) -> Result<Quantized> {
         .broadcast_add(&codebook.detach().sqr()?.sum(1)?.unsqueeze(0)?)?;
     let indices = distances.argmin(D::Minus1)?;
     let codes = codebook.index_select(&indices, 0)?;
-    let codebook_loss = mse(&codes, &detached)?;
+    let codebook_loss = if codebook_loss { Some(mse(&codes, &detached)?) } else { None };
     let commitment_loss = mse(&flat, &codes.detach())?;
     let straight_through = (&flat + (&codes - &flat)?.detach())?;
     let mut spatial_first: Vec<usize> = vec![dims[0]];

@@ -9,5 +9,6 @@ pub mod conv;
 pub mod dit;
 pub mod embed;
 pub mod norm;
+pub mod patchgan;
 pub mod resample;
 pub mod unet;

@@ -72,6 +72,12 @@ impl Diffuse {
                 ParamDefault::Value(Value::None),
                 "ScoreAug: augment noisy inputs, scoreaug(...) or none",
             ),
+            ParamSig::new(
+                "rescale",
+                Type::Bool,
+                off(),
+                "pixel space: train on [-1, 1] instead of [0, 1] (`sample` maps back before clamping)",
+            ),
             ParamSig::new("sda", Type::Bool, off(), "shifted data augmentation"),
             ParamSig::new("augmented_diffusion", Type::Bool, off(), "DC-AE 1.5 channel masking of latents"),
             ParamSig::new(

@@ -39,6 +39,12 @@ impl Sample {
                         required: false,
                         doc: "the compressor whose latents the denoiser generates (latent space only)",
                     },
+                    InputSig {
+                        name: "conditions",
+                        kinds: vec![DataKind::Dataset],
+                        required: false,
+                        doc: "the patients whose masks (or tumour counts) condition the samples, e.g. `brain.test`",
+                    },
                 ],
                 params: vec![
                     ParamSig::new(
@@ -110,6 +116,10 @@ impl StageKind for Sample {
             (false, None) => {}
         }
         let mode = den.get_value("mode").and_then(Value::as_str).unwrap_or("bravo").to_string();
+        let conditioned = den.get_value("conditioned").and_then(Value::as_bool) == Some(true);
+        if conditioned && cx.input("conditions").is_none() {
+            cx.error(Pitfall::ConditionsMissing { mode: mode.clone() }, cx.decl_span);
+        }
         let scale = cx.value("guidance").as_f64().unwrap_or(1.0);
         if scale > 1.0 {
             let span = cx.span_of("guidance");

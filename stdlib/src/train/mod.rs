@@ -12,3 +12,4 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod trainer;

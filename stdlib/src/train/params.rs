@@ -25,6 +25,12 @@ impl Params {
         Params { entries }
     }
 
+    /// The given variables, sorted by name.
+    pub fn from_entries(mut entries: Vec<(String, Var)>) -> Params {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Params { entries }
+    }
+
     /// `(name, variable)` in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
         self.entries.iter().map(|(name, var)| (name.as_str(), var))

@@ -1,0 +1,147 @@
+//! The compressor a `compress` stage trains and `encode`/`sample` load: its architecture resolved
+//! from `model = vae(...)`/`vqvae(...)` and written as `compressor.json` beside the weights.
+//!
+//! What the latent is: the KL-VAE's posterior **mean** (deterministic, so encoding twice gives
+//! the same latents and the cache key stays honest), and the VQ-VAE's continuous encoder output
+//! *before* quantisation, as in latent diffusion's VQ-regularised models (Rombach et al. 2022):
+//! decoding quantises first, which snaps a generated latent onto the codebook.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use medgen_lang::value::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::nn::autoencoder::{
+    AutoencoderConfig, CodebookUpdate, KlVae, KlVaeConfig, Reconstruction, VqVae, VqVaeConfig, DEFAULT_EMA_EPSILON,
+};
+use crate::nn::conv::SpatialDims;
+
+/// GroupNorm group counts tried, largest first (MONAI's default is 32).
+const NORM_GROUPS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+/// MONAI's GroupNorm epsilon for autoencoders.
+const NORM_EPS: f64 = 1e-6;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Regularisation {
+    /// `vae(...)`: the KL term's weight.
+    Kl { kl_weight: f64 },
+    /// `vqvae(...)`: codebook entries, the commitment weight β, and the decay of EMA codebook
+    /// updates (`None`: the codebook is learnt by its loss).
+    Vq { codebook: usize, commitment: f64, ema_decay: Option<f64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompressorSpec {
+    pub regularisation: Regularisation,
+    pub dims: usize,
+    /// The modalities compressed together, one channel each.
+    pub images: Vec<String>,
+    pub channels: Vec<usize>,
+    pub res_blocks: usize,
+    pub latent_channels: usize,
+}
+
+impl CompressorSpec {
+    pub fn from_value(model: &Value, images: Vec<String>) -> std::result::Result<CompressorSpec, String> {
+        let int = |k: &str, d: i64| model.get(k).and_then(Value::as_i64).unwrap_or(d) as usize;
+        let float = |k: &str, d: f64| model.get(k).and_then(Value::as_f64).unwrap_or(d);
+        let regularisation = match model.variant() {
+            Some("vae") => Regularisation::Kl { kl_weight: float("kl_weight", 1e-6) },
+            Some("vqvae") => Regularisation::Vq {
+                codebook: int("codebook", 512),
+                commitment: float("commitment", 0.25),
+                ema_decay: model.get("ema_decay").and_then(Value::as_f64),
+            },
+            Some("dcae") => {
+                return Err("dcae(...) cannot be trained yet: this version builds vae(...) and vqvae(...)".into())
+            }
+            other => return Err(format!("unknown compression model {other:?}")),
+        };
+        let channels =
+            model.get("channels").map(|c| c.as_list().iter().filter_map(Value::as_i64).map(|i| i as usize).collect());
+        Ok(CompressorSpec {
+            regularisation,
+            dims: int("dims", 2),
+            images,
+            channels: channels.unwrap_or_else(|| vec![32, 64, 128]),
+            res_blocks: int("res_blocks", 2),
+            latent_channels: int("latent_channels", 4),
+        })
+    }
+
+    pub fn read(dir: &std::path::Path) -> std::result::Result<CompressorSpec, String> {
+        let path = dir.join(COMPRESSOR_SPEC);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn scale_factor(&self) -> usize {
+        1 << self.channels.len().saturating_sub(1)
+    }
+
+    fn autoencoder(&self) -> AutoencoderConfig {
+        AutoencoderConfig {
+            dims: if self.dims == 3 { SpatialDims::Three } else { SpatialDims::Two },
+            in_channels: self.images.len(),
+            channels: self.channels.clone(),
+            num_res_blocks: self.res_blocks,
+            latent_channels: self.latent_channels,
+            norm_groups: NORM_GROUPS.into_iter().find(|g| self.channels.iter().all(|c| c % g == 0)).unwrap_or(1),
+            norm_eps: NORM_EPS,
+        }
+    }
+
+    pub fn build(&self, vb: VarBuilder) -> Result<Compressor> {
+        let autoencoder = self.autoencoder();
+        Ok(match self.regularisation {
+            Regularisation::Kl { kl_weight } => Compressor::Kl(Box::new(KlVae::new(
+                vb,
+                &KlVaeConfig { autoencoder, reconstruction: Reconstruction::L1, kl_weight },
+            )?)),
+            Regularisation::Vq { codebook, commitment, ema_decay } => {
+                let mut cfg = VqVaeConfig::new(autoencoder, codebook);
+                cfg.beta = commitment;
+                if let Some(decay) = ema_decay {
+                    cfg.codebook_update = CodebookUpdate::Ema { decay, epsilon: DEFAULT_EMA_EPSILON };
+                }
+                Compressor::Vq(Box::new(VqVae::new(vb, &cfg)?))
+            }
+        })
+    }
+}
+
+/// The file a compressor's specification is written to.
+pub const COMPRESSOR_SPEC: &str = "compressor.json";
+
+/// A built compressor.
+pub enum Compressor {
+    Kl(Box<KlVae>),
+    Vq(Box<VqVae>),
+}
+
+impl Compressor {
+    /// The latent diffusion works on (see the module docs).
+    pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Compressor::Kl(m) => Ok(m.encode(x)?.0),
+            Compressor::Vq(m) => m.encode(x),
+        }
+    }
+
+    /// Variables that are not optimised: a VQ-VAE's EMA codebook buffers.
+    pub fn buffers(&self) -> Vec<&str> {
+        match self {
+            Compressor::Kl(_) => Vec::new(),
+            Compressor::Vq(m) => m.ema_buffer_names().iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Images from a latent; a VQ-VAE quantises it first.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        match self {
+            Compressor::Kl(m) => m.decode(z),
+            Compressor::Vq(m) => m.decode(&m.quantize(z)?.latent),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The model stages end to end through the `medgen` binary, on tiny phantoms: a pixel-space and a
+//! latent-space pipeline train, sample and write NIfTI volumes with the dataset's spacing; a rerun
+//! executes nothing; a changed `epochs` reruns exactly the diffusion and its sampling; and a
+//! training stage killed after a checkpoint resumes to the weights of an uninterrupted run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use medgen_stdlib::io::nifti::load_nifti;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn project(name: &str, pipeline: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medgen-stages-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create the project dir");
+    fs::write(dir.join("p.mg"), pipeline).expect("write the pipeline");
+    dir
+}
+
+fn medgen(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medgen"))
+        .args(args)
+        .current_dir(dir)
+        .env("MEDGEN_DEVICE", "cpu")
+        .output()
+        .expect("run medgen")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The instances a run reports as run, in order.
+fn ran(o: &Output) -> Vec<String> {
+    stderr(o)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ran      "))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The committed output directory of `instance` in the store `store` (which holds one).
+fn output(store: &Path, instance: &str) -> PathBuf {
+    for entry in fs::read_dir(store.join("objects")).expect("the store's objects") {
+        let dir = entry.expect("an object").path();
+        let key: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("key.json")).expect("key.json")).expect("key.json is JSON");
+        if key["instance"] == instance {
+            return dir.join("out");
+        }
+    }
+    panic!("no output of {instance} in {}", store.display())
+}
+
+const PHANTOM: &str = "
+seed = 5
+dataset brain = phantom {
+  volumes    = 8
+  shape      = [4, 16, 16]
+  spacing    = [2.0, 1.25, 1.25]
+  modalities = [MODALITIES]
+  split      = {train: 0.5, val: 0.25, test: 0.25}
+}
+";
+
+const PIXEL: &str = "
+stage ldm = diffuse(brain) {
+  mode   = bravo
+  model  = unet(dims: 2, channels: [8, 16], attention: [false, true], res_blocks: 1, heads: 2)
+  epochs = 2
+  batch  = 8
+  lr     = 1e-3
+}
+stage gen = sample(ldm, conditions: brain.test) {
+  count  = 2
+  solver = midpoint(steps: 3)
+}
+";
+
+const LATENT: &str = "
+stage vae = compress(brain) {
+  model             = vae(dims: 2, channels: [8, 16], latent_channels: 2, res_blocks: 1)
+  images            = [t1_pre, t1_gd]
+  perceptual_weight = 0
+  epochs            = 2
+  batch             = 8
+  lr                = 1e-3
+}
+stage latents = encode(vae, brain)
+stage ldm = diffuse(latents) {
+  mode      = dual
+  strategy  = ddpm(timesteps: 100, prediction: v)
+  model     = unet(dims: 2, channels: [8, 16], attention: [false, true], res_blocks: 1, heads: 2)
+  epochs    = 2
+  batch     = 8
+  warmup    = 1
+  grad_clip = 1.0
+  ema       = 0.9
+}
+stage gen = sample(ldm, decoder: vae, conditions: brain.test) {
+  count  = 2
+  solver = euler(steps: 4)
+}
+";
+
+fn pipeline(name: &str, modalities: &str, stages: &str) -> String {
+    format!("pipeline {name}\n{}{stages}", PHANTOM.replace("MODALITIES", modalities))
+}
+
+/// Every sample volume exists, opens, has the phantom's shape and spacing, and lies in [0, 1].
+fn check_samples(out: &Path, modalities: &[&str]) {
+    for sample in ["sample_0000", "sample_0001"] {
+        for m in modalities {
+            let path = out.join(sample).join(format!("{m}.nii.gz"));
+            let v = load_nifti(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(v.shape, [4, 16, 16], "{}", path.display());
+            assert_eq!(v.spacing.dhw(), [2.0, 1.25, 1.25], "{}", path.display());
+            assert!(v.data.iter().all(|x| (0.0..=1.0).contains(x)), "{} leaves [0, 1]", path.display());
+        }
+    }
+    for m in modalities.iter().filter(|m| **m != "seg") {
+        assert!(out.join("previews").join(format!("{m}.png")).is_file(), "no preview of {m}");
+    }
+}
+
+#[test]
+fn a_pixel_pipeline_runs_reruns_nothing_and_reruns_only_what_epochs_touch() {
+    let dir = project("pixel", &pipeline("pixel", "bravo, seg", PIXEL));
+    let first = medgen(&dir, &["run", "p.mg", "--store", "store"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(ran(&first), ["brain", "ldm", "gen"], "{}", stderr(&first));
+    let gen = output(&dir.join("store"), "gen");
+    check_samples(&gen, &["bravo", "seg"]);
+    let samples: serde_json::Value =
+        serde_json::from_slice(&fs::read(gen.join("samples.json")).expect("samples.json")).expect("json");
+    assert_eq!(samples[0]["nfe"], 6, "midpoint takes two evaluations per step: {samples}");
+
+    let again = medgen(&dir, &["run", "p.mg", "--store", "store"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(ran(&again).is_empty(), "a rerun executes nothing: {}", stderr(&again));
+
+    let text = fs::read_to_string(dir.join("p.mg")).expect("read p.mg").replace("epochs = 2", "epochs = 3");
+    fs::write(dir.join("p.mg"), text).expect("write p.mg");
+    let changed = medgen(&dir, &["run", "p.mg", "--store", "store"]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert_eq!(ran(&changed), ["ldm", "gen"], "{}", stderr(&changed));
+}
+
+#[test]
+fn a_latent_pipeline_trains_a_compressor_encodes_and_samples_decoded_volumes() {
+    let dir = project("latent", &pipeline("latent", "t1_pre, t1_gd, seg", LATENT));
+    let o = medgen(&dir, &["run", "p.mg", "--store", "store"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ran(&o), ["brain", "vae", "latents", "ldm", "gen"], "{}", stderr(&o));
+    let store = dir.join("store");
+    check_samples(&output(&store, "gen"), &["t1_pre", "t1_gd", "seg"]);
+    let latents: serde_json::Value =
+        serde_json::from_slice(&fs::read(output(&store, "latents").join("latents.json")).expect("latents.json"))
+            .expect("json");
+    assert_eq!(latents["shape"], serde_json::json!([4, 8, 8]), "a 2-level compressor halves height and width once");
+    let scale = latents["scale"].as_f64().expect("a measured scale");
+    let std = latents["std"].as_f64().expect("a measured std");
+    assert!((scale * std - 1.0).abs() < 1e-12, "the scale is 1 / std: {scale} {std}");
+    let losses = fs::read_to_string(output(&store, "ldm").join("losses.csv")).expect("losses.csv");
+    assert!(losses.starts_with("epoch,step,lr,train_loss,val_loss,seconds,t_0.0-0.1"), "{losses}");
+}
+
+/// The newest complete checkpoint under any work directory of `store`.
+fn has_checkpoint(store: &Path) -> bool {
+    let Ok(work) = fs::read_dir(store.join("work")) else { return false };
+    work.filter_map(Result::ok).any(|key| {
+        fs::read_dir(key.path().join("checkpoints"))
+            .map(|steps| steps.filter_map(Result::ok).any(|s| s.path().join("manifest.json").is_file()))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn a_training_stage_killed_after_a_checkpoint_resumes_to_identical_weights() {
+    let stages = PIXEL.replace("epochs = 2", "epochs = 6").replace("batch  = 8", "batch  = 4");
+    let dir = project("resume", &pipeline("resume", "bravo, seg", &stages));
+    let straight = medgen(&dir, &["run", "p.mg", "--store", "straight"]);
+    assert!(straight.status.success(), "{}", stderr(&straight));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medgen"))
+        .args(["run", "p.mg", "--store", "killed"])
+        .current_dir(&dir)
+        .env("MEDGEN_DEVICE", "cpu")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start medgen");
+    let started = Instant::now();
+    while !has_checkpoint(&dir.join("killed")) {
+        assert!(started.elapsed() < TIMEOUT, "no checkpoint appeared");
+        assert!(child.try_wait().expect("poll medgen").is_none(), "medgen finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9 medgen");
+    child.wait().expect("reap medgen");
+
+    let resumed = medgen(&dir, &["run", "p.mg", "--store", "killed", "-v"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("resuming from"), "the second run resumes: {}", stderr(&resumed));
+    for file in ["last.safetensors", "best.safetensors"] {
+        let a = fs::read(output(&dir.join("straight"), "ldm").join(file)).expect("straight weights");
+        let b = fs::read(output(&dir.join("killed"), "ldm").join(file)).expect("resumed weights");
+        assert!(a == b, "{file} differs between the straight and the resumed run");
+    }
+    let a = fs::read(output(&dir.join("straight"), "ldm").join("losses.csv")).expect("losses");
+    let b = fs::read(output(&dir.join("killed"), "ldm").join("losses.csv")).expect("losses");
+    let strip_seconds = |t: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(t)
+            .lines()
+            .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 5).map(|(_, v)| v).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(strip_seconds(&a), strip_seconds(&b), "the loss logs agree but for timings");
+}
