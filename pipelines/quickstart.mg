@@ -31,7 +31,7 @@ stage ldm = diffuse(latents) {
   epochs    = 20
   batch     = 32
   lr        = 1e-3
-  ema       = 0.999
+  ema       = 0.99  # 260 steps: 0.999 would still be mostly the initial weights
   warmup    = 2
   grad_clip = 1.0
 }

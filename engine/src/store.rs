@@ -431,3 +431,24 @@ fn sanitize(name: &str) -> String {
 fn pretty(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec_pretty(value).expect("store records serialise")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest read back from its JSON has the digest it had when written: downstream keys
+    /// depend on it, and a metric parsed an ulp off once made every rerun recompute the stages
+    /// downstream of a training stage (serde_json needs `float_roundtrip` for exact parsing).
+    #[test]
+    fn a_manifest_keeps_its_digest_through_json() {
+        let metrics: BTreeMap<String, f64> = [14.895603424486923, 0.09450358003377916, 1.0 / 3.0, 2.0e-308, 1e300]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("m{i}"), *v))
+            .collect();
+        let manifest = Manifest { files: BTreeMap::new(), metrics };
+        let back: Manifest = serde_json::from_slice(&pretty(&manifest)).expect("a manifest parses");
+        assert_eq!(back.metrics, manifest.metrics);
+        assert_eq!(back.digest(), manifest.digest());
+    }
+}
