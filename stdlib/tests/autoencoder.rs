@@ -24,9 +24,9 @@
 //!     # q2.step<s>.{z, indices, quantized, loss}, then embedding.weight, ema_cluster_size, ema_w
 //! ```
 
+mod common;
+use common::TempDir;
 use std::collections::HashMap;
-use std::fs;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
@@ -461,24 +461,6 @@ fn ema_buffers_stay_out_of_the_optimiser() -> Result<()> {
     assert!(vq_ema_vae(SpatialDims::Two, invalid).is_err());
     assert!(vq_ema_vae(SpatialDims::Two, CodebookUpdate::Ema { decay: 0.99, epsilon: 0.0 }).is_err());
     Ok(())
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("medgen-autoencoder-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A training state over the whole `varmap` (buffers included) with AdamW over its trainable part.

@@ -16,6 +16,8 @@
 //! python3 stdlib/tests/reference/train_reference.py --verify /tmp/medgen-train-verify
 //! ```
 
+mod common;
+use common::TempDir;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -95,24 +97,6 @@ fn varmap_of(values: &[(&str, Tensor)]) -> VarMap {
         varmap.data().lock().unwrap().insert(name.to_string(), Var::from_tensor(value).unwrap());
     }
     varmap
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("medgen-train-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---- AdamW, schedules, clipping, EMA against PyTorch -----------------------------------------------
@@ -844,6 +828,21 @@ fn streams_are_reproducible_and_independent() {
     let noise = bits(&Stream::new(SEED, Purpose::Noise).normal(8, &device).unwrap());
     let timesteps = bits(&Stream::new(SEED, Purpose::Timesteps).normal(8, &device).unwrap());
     assert_ne!(noise, timesteps, "purposes are different streams");
+}
+
+/// `Streams::pair` hands out the two purposes asked for, in the order asked, whichever comes
+/// first in `Purpose::ALL`.
+#[test]
+fn a_pair_of_streams_is_the_two_purposes_asked_for() {
+    let device = Device::Cpu;
+    let first = |purpose| bits(&Stream::new(SEED, purpose).normal(4, &device).unwrap());
+    for (a, b) in [(Purpose::Noise, Purpose::Timesteps), (Purpose::Timesteps, Purpose::Noise)] {
+        let mut streams = Streams::new(SEED);
+        let (x, y) = streams.pair(a, b);
+        assert_eq!((x.purpose(), y.purpose()), (a, b));
+        assert_eq!(bits(&x.normal(4, &device).unwrap()), first(a));
+        assert_eq!(bits(&y.normal(4, &device).unwrap()), first(b));
+    }
 }
 
 /// The saved position continues a stream exactly, mid-chunk and across chunk boundaries.

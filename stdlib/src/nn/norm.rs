@@ -149,3 +149,9 @@ impl Module for LayerNorm {
         out.to_dtype(x.dtype())
     }
 }
+
+/// The largest of MONAI's usual GroupNorm group counts (32, 16, …, 1) that divides every entry of
+/// `channels`, for models whose widths come from a pipeline rather than a fixed recipe.
+pub fn norm_groups_for(channels: &[usize]) -> usize {
+    [32, 16, 8, 4, 2, 1].into_iter().find(|g| channels.iter().all(|c| c % g == 0)).unwrap_or(1)
+}

@@ -19,7 +19,7 @@ use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
 
 use super::compressor::{Compressor, CompressorSpec, COMPRESSOR_SPEC};
-use super::stage_io::{float_param, input_dir, seed_param, strings_param, view_for, write_json};
+use super::stage_io::{augment_param, float_param, input_dir, seed_param, strings_param, view_for, write_json};
 use crate::data::augment::Preset;
 use crate::data::loader::{Batch, Loader};
 use crate::split::Split;
@@ -58,7 +58,7 @@ impl StageRunner for Compress {
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, Stream::new(seed_param(p), Purpose::Init), DType::F32, &device);
         let model = spec.build(vb).map_err(model_error)?;
-        let augment = p.get("augment").and_then(Value::as_str).and_then(Preset::parse).unwrap_or(Preset::None);
+        let augment = augment_param(p);
         if p.get("batch_augment").and_then(Value::as_str).is_some_and(|b| b != "none") {
             return Err(failed(
                 "batch augmentation (mixup, cutmix) is not implemented yet: set `batch_augment = none`",

@@ -11,13 +11,13 @@ use candle_nn::VarBuilder;
 use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
 
+use super::stage_io::read_json;
 use crate::nn::autoencoder::{
     AutoencoderConfig, CodebookUpdate, KlVae, KlVaeConfig, Reconstruction, VqVae, VqVaeConfig, DEFAULT_EMA_EPSILON,
 };
 use crate::nn::conv::SpatialDims;
+use crate::nn::norm::norm_groups_for;
 
-/// GroupNorm group counts tried, largest first (MONAI's default is 32).
-const NORM_GROUPS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 /// MONAI's GroupNorm epsilon for autoencoders.
 const NORM_EPS: f64 = 1e-6;
 
@@ -71,9 +71,7 @@ impl CompressorSpec {
     }
 
     pub fn read(dir: &std::path::Path) -> std::result::Result<CompressorSpec, String> {
-        let path = dir.join(COMPRESSOR_SPEC);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        read_json(&dir.join(COMPRESSOR_SPEC))
     }
 
     pub fn scale_factor(&self) -> usize {
@@ -87,7 +85,7 @@ impl CompressorSpec {
             channels: self.channels.clone(),
             num_res_blocks: self.res_blocks,
             latent_channels: self.latent_channels,
-            norm_groups: NORM_GROUPS.into_iter().find(|g| self.channels.iter().all(|c| c % g == 0)).unwrap_or(1),
+            norm_groups: norm_groups_for(&self.channels),
             norm_eps: NORM_EPS,
         }
     }

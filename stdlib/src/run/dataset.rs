@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
 
+use super::stage_io::seed_param;
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
 use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
 use crate::data::tumours::diameters;
@@ -34,10 +35,6 @@ fn floats(v: Option<&Value>) -> Vec<f64> {
 fn fractions(params: &BTreeMap<String, Value>) -> SplitFractions {
     let f = |k: &str| params.get("split").and_then(|s| s.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
     SplitFractions { train: f("train"), val: f("val"), test: f("test") }
-}
-
-fn seed(params: &BTreeMap<String, Value>) -> u64 {
-    params.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64
 }
 
 /// A 2D shape `[h, w]` is a volume of depth 1.
@@ -80,9 +77,9 @@ impl StageRunner for Phantom {
         let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
         let count = p.get("volumes").and_then(Value::as_i64).unwrap_or(0) as usize;
         let max_tumours = p.get("tumours").and_then(Value::as_i64).unwrap_or(0) as usize;
-        let config = PhantomConfig { shape, spacing, max_tumours, seed: seed(p) };
+        let config = PhantomConfig { shape, spacing, max_tumours, seed: seed_param(p) };
         let ids: Vec<String> = (0..count).map(patient_id).collect();
-        let splits = assign(&ids, seed(p), &fractions(p));
+        let splits = assign(&ids, seed_param(p), &fractions(p));
         let names: Vec<&str> = modalities.iter().map(String::as_str).collect();
         let mut patients = Vec::with_capacity(count);
         for (i, id) in ids.iter().enumerate() {
@@ -240,7 +237,7 @@ impl StageRunner for Nifti {
             Some(Value::None) | None => native_spacing,
             Some(v) => spacing3(&floats(Some(v))),
         };
-        let splits = assign(&ids, seed(p), &fractions(p));
+        let splits = assign(&ids, seed_param(p), &fractions(p));
         let mut patients = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             if cx.cancel.load(Ordering::Relaxed) {

@@ -11,10 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::nn::conv::SpatialDims;
 use crate::nn::dit::{DiT, DiTConfig, Variant};
 use crate::nn::embed::{Conditioning, TimeScale};
+use crate::nn::norm::norm_groups_for;
 use crate::nn::unet::{UNet, UNetConfig};
-
-/// GroupNorm group counts tried, largest first: MONAI's default is 32.
-const NORM_GROUPS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "snake_case")]
@@ -114,7 +112,7 @@ impl DenoiserSpec {
         let condition_dim = self.vector.map(VectorCondition::dim);
         Ok(match &self.architecture {
             Architecture::Unet { channels: levels, attention, res_blocks, heads } => {
-                let norm_groups = NORM_GROUPS.into_iter().find(|g| levels.iter().all(|c| c % g == 0)).unwrap_or(1);
+                let norm_groups = norm_groups_for(levels);
                 let attended = levels.iter().zip(attention).filter(|(_, a)| **a).map(|(c, _)| *c).min();
                 let head_channels = attended.map_or(levels[0], |c| (c / heads.max(&1)).max(1));
                 let conditioning = match self.vector {

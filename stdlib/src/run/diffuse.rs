@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::denoiser::{Denoiser, DenoiserSpec, VectorCondition};
 use super::latents::{LatentMeta, LatentSource, LatentSourceConfig, LATENT_META};
-use super::stage_io::{float_param, input_dir, int_param, seed_param, view_for, write_json};
+use super::stage_io::{augment_param, float_param, input_dir, int_param, seed_param, view_for, write_json};
 use super::strategy_spec::StrategySpec;
 use crate::data::augment::Preset;
 use crate::data::layout::DatasetMeta;
@@ -144,7 +144,7 @@ impl StageRunner for Diffuse {
         let vb = var_builder(&varmap, Stream::new(seed_param(p), Purpose::Init), DType::F32, &device);
         let model = spec.build(vb).map_err(model_error)?;
         let rescale = matches!(info.space, Space::Pixel { rescale: true });
-        let augment = p.get("augment").and_then(Value::as_str).and_then(Preset::parse).unwrap_or(Preset::None);
+        let augment = augment_param(p);
         if augment != Preset::None && matches!(info.space, Space::Latent { .. }) {
             return Err(failed("clean-image augmentation cannot apply to latents: set `augment = none`"));
         }
@@ -323,7 +323,8 @@ struct Draws {
 }
 
 impl Draws {
-    /// Noise from `noise`, times from `times`.
+    /// The noise from `noise`, then the times' uniform and normal draws from `times` (from
+    /// `noise` too when `None`, as validation does).
     fn draw(batch: &Batch, noise: &mut Stream, times: Option<&mut Stream>) -> candle_core::Result<Draws> {
         let (device, b) = (batch.images.device(), batch.images.dim(0)?);
         let eps = noise.normal(batch.images.shape(), device)?;
@@ -361,10 +362,8 @@ impl Objective for Denoise<'_> {
         } else {
             None
         };
-        let mut times = streams.get(Purpose::Timesteps).clone();
-        let draws = Draws::draw(batch, streams.get(Purpose::Noise), Some(&mut times));
-        *streams.get(Purpose::Timesteps) = times;
-        let result = self.errors(batch, draws?, keep.as_ref());
+        let (noise, times) = streams.pair(Purpose::Noise, Purpose::Timesteps);
+        let result = self.errors(batch, Draws::draw(batch, noise, Some(times))?, keep.as_ref());
         let (err, t) = result?;
         match self.strategy.loss_weights(&t)? {
             Some(w) => (err * w)?.mean_all(),

@@ -9,13 +9,12 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 
 use super::compressor::{Compressor, CompressorSpec};
 use super::latents::{latent_path, mask_to_latent, moments, save_latent, LatentMeta};
-use super::stage_io::{input_dir, int_param};
+use super::stage_io::{input_dir, int_param, stored_weights};
 use crate::data::layout::{volume_path, DatasetMeta};
 use crate::data::volume::Volume;
 use crate::io::nifti::load_nifti;
@@ -98,9 +97,7 @@ impl StageRunner for Encode {
 pub fn load_compressor(dir: &Path, device: &Device) -> Result<(CompressorSpec, Compressor), StageError> {
     let spec = CompressorSpec::read(dir).map_err(failed)?;
     let weights = dir.join(BEST_WEIGHTS);
-    // SAFETY: the file lies in the store, which medgen writes once and never modifies in place.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
-        .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
+    let vb = stored_weights(&weights, device)?;
     let model = spec.build(vb).map_err(|e| failed(format!("{}: {e}", weights.display())))?;
     Ok((spec, model))
 }
@@ -114,28 +111,30 @@ pub fn read_volume(dir: &Path, patient: &str, modality: &str, device: &Device) -
 
 /// Encodes `[C, D, H, W]` images to a `[c, D', h, w]` latent.
 pub fn encode_volume(model: &Compressor, images: &Tensor, dims: usize, batch: usize) -> candle_core::Result<Tensor> {
-    if dims == 3 {
-        return model.encode(&images.unsqueeze(0)?)?.squeeze(0);
-    }
-    let slices = images.transpose(0, 1)?.contiguous()?;
-    let depth = slices.dim(0)?;
-    let mut parts = Vec::new();
-    for start in (0..depth).step_by(batch) {
-        parts.push(model.encode(&slices.narrow(0, start, batch.min(depth - start))?)?);
-    }
-    Tensor::cat(&parts, 0)?.transpose(0, 1)?.contiguous()
+    by_slices(|x| model.encode(x), images, dims, batch)
 }
 
 /// Decodes a `[c, D', h, w]` latent to `[C, D, H, W]` images.
 pub fn decode_volume(model: &Compressor, latent: &Tensor, dims: usize, batch: usize) -> candle_core::Result<Tensor> {
+    by_slices(|z| model.decode(z), latent, dims, batch)
+}
+
+/// `f` on a `[C, D, H, W]` volume: whole for a 3D model, or on its axial slices, `batch` at a
+/// time, stacked back along depth for a 2D one.
+fn by_slices(
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    volume: &Tensor,
+    dims: usize,
+    batch: usize,
+) -> candle_core::Result<Tensor> {
     if dims == 3 {
-        return model.decode(&latent.unsqueeze(0)?)?.squeeze(0);
+        return f(&volume.unsqueeze(0)?)?.squeeze(0);
     }
-    let slices = latent.transpose(0, 1)?.contiguous()?;
+    let slices = volume.transpose(0, 1)?.contiguous()?;
     let depth = slices.dim(0)?;
     let mut parts = Vec::new();
     for start in (0..depth).step_by(batch) {
-        parts.push(model.decode(&slices.narrow(0, start, batch.min(depth - start))?)?);
+        parts.push(f(&slices.narrow(0, start, batch.min(depth - start))?)?);
     }
     Tensor::cat(&parts, 0)?.transpose(0, 1)?.contiguous()
 }

@@ -13,7 +13,7 @@
 //! A whole split is held in memory: latents are 16–64 times smaller than the images (150 patients
 //! of 4×160×64×64 latents are 1.6 GB), which is the point of latent diffusion.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -21,6 +21,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::stage_io::read_json;
 use crate::data::layout::PatientMeta;
 use crate::data::loader::{shuffle, size_bins, Batch};
 use crate::nn::resample::avg_pool;
@@ -55,9 +56,7 @@ pub struct LatentMeta {
 
 impl LatentMeta {
     pub fn read(dir: &Path) -> Result<LatentMeta, String> {
-        let path = dir.join(LATENT_META);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        read_json(&dir.join(LATENT_META))
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), String> {
@@ -210,11 +209,9 @@ pub fn moments(tensors: &[Tensor]) -> candle_core::Result<(f64, f64)> {
 
 /// Named tensors of one patient, for [`latent_path`].
 pub fn save_latent(path: &Path, latent: &Tensor, seg: Option<&Tensor>) -> Result<(), String> {
-    let mut tensors = BTreeMap::new();
-    tensors.insert("latent".to_string(), latent.clone());
+    let mut tensors = HashMap::from([("latent".to_string(), latent.clone())]);
     if let Some(seg) = seg {
         tensors.insert("seg".to_string(), seg.clone());
     }
-    let tensors: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     candle_core::safetensors::save(&tensors, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -19,47 +19,27 @@ use medgen_engine::runner::{Runtime, StageRunner};
 pub(crate) use shell::declared_outputs;
 pub use shell::Shell;
 
-/// Every stage kind that can run.
-pub struct StdRuntime {
-    shell: Shell,
-    phantom: dataset::Phantom,
-    nifti: dataset::Nifti,
-    compress: compress::Compress,
-    encode: encode::Encode,
-    diffuse: diffuse::Diffuse,
-    sample: sample::Sample,
-}
+/// Every stage kind that can run. Runners hold no state, so the runtime is a name → runner
+/// table.
+#[derive(Default)]
+pub struct StdRuntime;
 
 impl StdRuntime {
     pub fn new() -> Self {
-        StdRuntime {
-            shell: Shell,
-            phantom: dataset::Phantom,
-            nifti: dataset::Nifti,
-            compress: compress::Compress,
-            encode: encode::Encode,
-            diffuse: diffuse::Diffuse,
-            sample: sample::Sample,
-        }
-    }
-}
-
-impl Default for StdRuntime {
-    fn default() -> Self {
-        Self::new()
+        StdRuntime
     }
 }
 
 impl Runtime for StdRuntime {
     fn runner(&self, kind: &str) -> Option<&dyn StageRunner> {
         match kind {
-            "shell" => Some(&self.shell),
-            "phantom" => Some(&self.phantom),
-            "nifti" => Some(&self.nifti),
-            "compress" => Some(&self.compress),
-            "encode" => Some(&self.encode),
-            "diffuse" => Some(&self.diffuse),
-            "sample" => Some(&self.sample),
+            "shell" => Some(&Shell),
+            "phantom" => Some(&dataset::Phantom),
+            "nifti" => Some(&dataset::Nifti),
+            "compress" => Some(&compress::Compress),
+            "encode" => Some(&encode::Encode),
+            "diffuse" => Some(&diffuse::Diffuse),
+            "sample" => Some(&sample::Sample),
             _ => None,
         }
     }

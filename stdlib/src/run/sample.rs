@@ -26,8 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
 use serde::Serialize;
@@ -37,7 +36,9 @@ use super::denoiser::{Denoiser, VectorCondition};
 use super::diffuse::{DenoiserRecord, Space, DENOISER_RECORD};
 use super::encode::{decode_volume, load_compressor, read_volume};
 use super::latents::mask_to_latent;
-use super::stage_io::{float_param, input_dir, input_split, int_param, seed_param, write_json};
+use super::stage_io::{
+    float_param, input_dir, input_split, int_param, read_json, seed_param, stored_weights, write_json,
+};
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta};
 use crate::data::loader::size_bins;
 use crate::data::volume::{Spacing, Volume};
@@ -88,7 +89,7 @@ impl StageRunner for Sample {
         let p = &cx.instance.params;
         let device = crate::device::select().map_err(failed)?;
         let denoiser_dir = input_dir(cx, "denoiser")?;
-        let record: DenoiserRecord = read_json(&denoiser_dir.join(DENOISER_RECORD))?;
+        let record: DenoiserRecord = read_json(&denoiser_dir.join(DENOISER_RECORD)).map_err(failed)?;
         let model = load_denoiser(&denoiser_dir, &record, &device)?;
         let strategy = record.strategy.build().map_err(model_error)?;
         let solver = solver(p.get("solver").unwrap_or(&Value::None))?;
@@ -160,16 +161,9 @@ impl StageRunner for Sample {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
-    let bytes = std::fs::read(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| failed(format!("{}: {e}", path.display())))
-}
-
 fn load_denoiser(dir: &Path, record: &DenoiserRecord, device: &Device) -> Result<Denoiser, StageError> {
     let weights = dir.join(BEST_WEIGHTS);
-    // SAFETY: the file lies in the store, which medgen writes once and never modifies in place.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
-        .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
+    let vb = stored_weights(&weights, device)?;
     record.denoiser.build(vb).map_err(|e| failed(format!("{}: {e}", weights.display())))
 }
 

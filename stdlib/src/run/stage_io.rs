@@ -5,10 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 use medgen_engine::runner::{RunContext, StageError};
 use medgen_lang::value::Value;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::data::augment::Preset;
 use crate::data::loader::{Axis, View};
 use crate::split::Split;
 use crate::train::trainer::failed;
@@ -30,6 +34,11 @@ pub fn strings_param(p: &Params, name: &str) -> Vec<String> {
 
 pub fn seed_param(p: &Params) -> u64 {
     p.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64
+}
+
+/// The `augment` preset (`none` when absent).
+pub fn augment_param(p: &Params) -> Preset {
+    p.get("augment").and_then(Value::as_str).and_then(Preset::parse).unwrap_or(Preset::None)
 }
 
 /// The directory of input `name`.
@@ -54,6 +63,19 @@ pub fn view_for(dims: usize) -> View {
     } else {
         View::Slices { axis: Axis::Depth, drop_empty: false }
     }
+}
+
+/// A JSON file an upstream stage wrote; errors name the file.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A `VarBuilder` over trained weights in the store.
+pub fn stored_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>, StageError> {
+    // SAFETY: the file lies in the store, which medgen writes once and never modifies in place.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+        .map_err(|e| failed(format!("{}: {e}", path.display())))
 }
 
 pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> Result<(), StageError> {

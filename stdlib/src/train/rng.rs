@@ -251,8 +251,28 @@ impl Streams {
 
     /// The stream for `purpose`.
     pub fn get(&mut self, purpose: Purpose) -> &mut Stream {
-        let index = Purpose::ALL.iter().position(|&p| p == purpose).expect("Purpose::ALL lists every purpose");
-        &mut self.streams[index]
+        &mut self.streams[Self::index(purpose)]
+    }
+
+    /// The streams of two different purposes at once.
+    ///
+    /// # Panics
+    ///
+    /// When `a == b`.
+    pub fn pair(&mut self, a: Purpose, b: Purpose) -> (&mut Stream, &mut Stream) {
+        let (i, j) = (Self::index(a), Self::index(b));
+        assert_ne!(i, j, "Streams::pair needs two different purposes");
+        let (low, high) = self.streams.split_at_mut(i.max(j));
+        let (first, second) = (&mut low[i.min(j)], &mut high[0]);
+        if i < j {
+            (first, second)
+        } else {
+            (second, first)
+        }
+    }
+
+    fn index(purpose: Purpose) -> usize {
+        Purpose::ALL.iter().position(|&p| p == purpose).expect("Purpose::ALL lists every purpose")
     }
 
     pub fn state(&self) -> StreamsState {

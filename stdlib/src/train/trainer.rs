@@ -185,8 +185,6 @@ pub struct TrainReport {
     pub history: Vec<EpochRecord>,
     /// The best validation: its epoch (1-based) and loss.
     pub best: (u64, f64),
-    /// The epoch training resumed after, if it did.
-    pub resumed_from: Option<u64>,
 }
 
 impl TrainReport {
@@ -282,11 +280,9 @@ pub fn train(
     };
     let checkpoints = cx.work_dir.join(CHECKPOINT_DIR);
     let mut progress = Progress::default();
-    let mut resumed_from = None;
     if let Some(dir) = latest(&checkpoints).map_err(|e| failed(e.to_string()))? {
         state.load(&dir).map_err(|e| failed(format!("cannot resume: {e} (delete {} to start over)", dir.display())))?;
         progress = serde_json::from_value(state.metadata.clone()).unwrap_or_default();
-        resumed_from = Some(state.step / steps_per_epoch.max(1));
         tracing::info!(step = state.step, "resuming from {}", dir.display());
     }
 
@@ -329,7 +325,7 @@ pub fn train(
             state.val_history.record(loss, val.samples()).map_err(|e| failed(e.to_string()))?;
             if progress.best.is_none_or(|(_, best)| loss < best) {
                 progress.best = Some((epoch_number, loss));
-                with_eval_weights(&mut state, |_| save_weights(varmap, &cx.work_dir.join(BEST_WEIGHTS)))?;
+                with_eval_weights(&mut state, || save_weights(varmap, &cx.work_dir.join(BEST_WEIGHTS)))?;
             }
         }
         progress.history.push(EpochRecord {
@@ -346,11 +342,11 @@ pub fn train(
         prune(&checkpoints)?;
     }
 
-    with_eval_weights(&mut state, |_| save_weights(varmap, &cx.out_dir.join(LAST_WEIGHTS)))?;
+    with_eval_weights(&mut state, || save_weights(varmap, &cx.out_dir.join(LAST_WEIGHTS)))?;
     std::fs::copy(cx.work_dir.join(BEST_WEIGHTS), cx.out_dir.join(BEST_WEIGHTS))
         .map_err(|e| failed(format!("cannot copy the best weights: {e}")))?;
     let best = progress.best.expect("the last epoch validates");
-    Ok(TrainReport { history: progress.history, best, resumed_from })
+    Ok(TrainReport { history: progress.history, best })
 }
 
 /// One optimiser step; returns the loss.
@@ -388,7 +384,7 @@ fn validate(
     val: &dyn BatchSource,
     seed: u64,
 ) -> Result<(Option<f64>, Means), StageError> {
-    with_eval_weights(state, |_| {
+    with_eval_weights(state, || {
         let mut stream = Stream::new(seed, Purpose::Validation);
         let mut sums = ValSums::default();
         for batch in val.epoch(0) {
@@ -402,13 +398,10 @@ fn validate(
 
 /// Runs `f` with the EMA weights in the model when there is an EMA, restoring the training
 /// weights afterwards (even when `f` fails).
-fn with_eval_weights<T>(
-    state: &mut TrainState,
-    f: impl FnOnce(&mut TrainState) -> Result<T, StageError>,
-) -> Result<T, StageError> {
+fn with_eval_weights<T>(state: &mut TrainState, f: impl FnOnce() -> Result<T, StageError>) -> Result<T, StageError> {
     let swap = |state: &mut TrainState| state.ema.as_mut().map_or(Ok(()), Ema::swap).map_err(model_error);
     swap(state)?;
-    let result = f(state);
+    let result = f();
     swap(state)?;
     result
 }
