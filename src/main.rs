@@ -239,6 +239,7 @@ pub enum GraphFormat {
 }
 
 fn main() -> ExitCode {
+    medgen_stdlib::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let color = match cli.color {
         Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),

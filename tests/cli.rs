@@ -171,26 +171,31 @@ fn generated_docs_are_current() {
 }
 
 #[test]
-fn run_checks_first_and_names_the_stages_that_cannot_run_yet() {
-    // The dataset and the compressor run; `evaluate` is checked but cannot run yet.
+fn run_checks_first_then_runs_and_gates_on_expect() {
+    // A compressor's reconstructions scored against the test split, and an expectation no
+    // one-epoch compressor meets: every stage runs, the expectation fails the run.
     let path = temp_pipeline(
-        "cannot-run",
-        "pipeline cannot_run\n\
+        "expect-fails",
+        "pipeline expect_fails\n\
          dataset brain = phantom { volumes = 8  shape = [8, 16, 16]  modalities = [t1_pre, seg] }\n\
          stage vae = compress(brain) {\n\
            model = vae(dims: 2, channels: [8], latent_channels: 2, res_blocks: 1)\n\
            perceptual_weight = 0  epochs = 1  batch = 8\n\
          }\n\
-         stage scores = evaluate(vae, reference: brain.test) { metrics = [psnr] }\n",
+         stage scores = evaluate(vae, reference: brain.test) {\n\
+           metrics = [psnr, ssim]\n\
+           expect psnr > 99\n\
+         }\n",
     );
     let p = path.to_str().expect("utf-8 path");
     let store = std::env::temp_dir().join(format!("medgen-cli-store-{}", std::process::id()));
     let o = medgen(&["run", p, "--store", store.to_str().expect("utf-8 path")]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("ran      brain"), "the phantom dataset runs: {err}");
-    assert!(err.contains("ran      vae"), "the compressor trains: {err}");
-    assert!(err.contains("`evaluate` stages cannot run yet"), "{err}");
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    for stage in ["brain", "vae", "scores"] {
+        assert!(err.contains(&format!("ran      {stage}")), "{stage} runs: {err}");
+    }
+    assert!(err.contains("psnr > 99"), "the failed expectation is named: {err}");
     let bad = medgen(&["run", "pipelines/quickstart.mg", "--set", "ldm.mode=rflow"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("E0101"), "{}", stderr(&bad));

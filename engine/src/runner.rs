@@ -45,6 +45,10 @@ pub struct RunContext<'a> {
     pub scratch_dir: PathBuf,
     /// Survives crashes and kills (per key): checkpoints go here, and a rerun resumes.
     pub work_dir: PathBuf,
+    /// Store-wide, content-addressed caches shared by every stage and pipeline of the store (e.g.
+    /// the features of a reference dataset). Stages key entries by the digest of what determines
+    /// them, write them atomically and check them on reading; `medgen gc` leaves this alone.
+    pub cache_dir: PathBuf,
     /// The stage's log (its processes' stdout and stderr go here); kept with the output.
     pub log_path: PathBuf,
     /// Typed inputs by input name.

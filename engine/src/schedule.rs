@@ -394,6 +394,7 @@ fn attempt(
         out_dir: attempt.out_dir(),
         scratch_dir: attempt.scratch_dir(),
         work_dir: store.work_dir(key).map_err(|e| io("cannot create the work directory", e))?,
+        cache_dir: store.cache_dir().map_err(|e| io("cannot create the cache directory", e))?,
         log_path: attempt.dir.join("log.txt"),
         inputs,
         placeholders,

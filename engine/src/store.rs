@@ -195,6 +195,13 @@ impl Store {
         Ok(dir)
     }
 
+    /// The directory of the store-wide caches (see `RunContext::cache_dir`).
+    pub fn cache_dir(&self) -> io::Result<PathBuf> {
+        let dir = self.root.join("cache");
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
     /// The committed entry of `key`, if there is one and it passes the cheap check (its
     /// manifest parses and every file exists with its recorded size).
     pub fn entry(&self, key: StageKey) -> Result<Option<Entry>, String> {

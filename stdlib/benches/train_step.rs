@@ -281,6 +281,7 @@ fn options() -> std::result::Result<Option<Options>, String> {
 }
 
 fn main() -> ExitCode {
+    medgen_stdlib::allocator::keep_freed_memory();
     let opts = match options() {
         Ok(Some(opts)) => opts,
         Ok(None) => {

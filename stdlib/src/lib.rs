@@ -5,12 +5,14 @@
 //! (channel counts, latent geometry, metric names) and reports the seeds' pitfalls as
 //! diagnostics with stable codes (`pitfalls.rs`). The checker in medgen-lang sees the kinds only
 //! through [`StdRegistry`], so the language stays free of domain knowledge; the engine runs them
-//! through [`StdRuntime`] (`run/`), where so far only `shell` has an implementation.
+//! through [`StdRuntime`] (`run/`), which has a runner for every kind.
 
+pub mod allocator;
 pub mod data;
 pub mod device;
 pub mod diffusion;
 pub mod io;
+pub mod metrics;
 pub mod nn;
 pub mod pitfalls;
 pub mod run;

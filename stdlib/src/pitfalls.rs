@@ -269,7 +269,9 @@ impl DiagnosticKind for Pitfall {
             VaeAugmentInDiffusion => "use `augment = diffusion` (conservative) or `none`".into(),
             BatchAugmentInDiffusion { .. } => "set `batch_augment = none`; mixing images also mixes their masks".into(),
             DistributionMetricOnSeg { .. } => {
-                "measure generated masks with `dice`, `iou` or `hd95` against references".into()
+                "FID and KID need images: measure masks with `dice`, `iou` or `hd95` against reference masks (a \
+                 mask compressor's reconstructions, or another dataset's masks)"
+                    .into()
             }
             MinSnrWithRflow => "remove `min_snr`, or use `strategy = ddpm`".into(),
             SegNotThresholded => "remove `binarize_seg = false`; thresholds are set with `seg_threshold`".into(),
@@ -296,7 +298,9 @@ impl DiagnosticKind for Pitfall {
             GuidanceUnconditional { .. } => "use `guidance = 1.0`".into(),
             CfgDropoutUnconditional { .. } => "set `cfg_dropout = 0`; guidance needs a conditioned mode".into(),
             PairedMetricUnpaired { .. } => {
-                "use distribution metrics (`fid`, `kid`, `cmmd`) or mask metrics for unconditional samples".into()
+                "unconditional samples have no reference volume of their own: score images with distribution \
+                 metrics (`fid`, `kid`, `cmmd`), or sample a mask-conditioned mode with `conditions: DATASET.test`"
+                    .into()
             }
             MaskMetricOnImages { .. } => "evaluate a seg-mode sampler with mask metrics".into(),
             MsSsimTooManyScales { max: 0, .. } => "remove `ms_ssim` from `metrics`, or evaluate larger images".into(),

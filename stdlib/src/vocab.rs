@@ -22,7 +22,8 @@ pub const METRICS: &[&str] =
     &["psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "fid", "kid", "cmmd", "dice", "iou", "hd95", "regional"];
 
 /// Metrics that compare each sample with its own reference volume.
-pub const PAIRED_METRICS: &[&str] = &["psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "regional"];
+pub const PAIRED_METRICS: &[&str] =
+    &["psnr", "ssim", "ms_ssim", "lpips", "lpips_3d", "regional", "dice", "iou", "hd95"];
 
 /// Metrics that compare feature distributions of two sets of images (seed pitfall 62).
 pub const DISTRIBUTION_METRICS: &[&str] = &["fid", "kid", "cmmd"];

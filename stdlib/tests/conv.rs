@@ -171,6 +171,10 @@ fn conv2d_gradients() {
         check_conv2d_gradients(&[2, 2, 6, 7], cfg([3, 3], [1, 1], [stride; 2]));
         check_conv2d_gradients(&[2, 2, 6, 7], cfg([3, 2], [0, 1], [stride; 2]));
     }
+    // Square stride-1 kernels take the input gradient as a flipped-kernel conv2d (`nn::conv_grad`).
+    check_conv2d_gradients(&[2, 2, 6, 7], cfg([5, 5], [2, 2], [1, 1]));
+    check_conv2d_gradients(&[2, 2, 6, 7], cfg([5, 5], [1, 1], [1, 1]));
+    check_conv2d_gradients(&[2, 2, 6, 7], cfg([1, 1], [0, 0], [1, 1]));
 }
 
 #[test]

@@ -519,8 +519,13 @@ pub fn binarize_gt(volume: &mut Volume) {
 /// generated masks (seed pitfalls 36 and 79: generation and evaluation once binarised differently,
 /// and an unthresholded sigmoid output invalidated a whole evaluation). NaN becomes 0.
 pub fn binarize_seg(values: &mut [f32]) {
+    binarize_seg_at(values, BINARY_THRESHOLD_GENERATED);
+}
+
+/// [`binarize_seg`] with another threshold (`evaluate`'s `seg_threshold`).
+pub fn binarize_seg_at(values: &mut [f32], threshold: f32) {
     for v in values {
-        *v = if v.clamp(0.0, 1.0) > BINARY_THRESHOLD_GENERATED { 1.0 } else { 0.0 };
+        *v = if v.clamp(0.0, 1.0) > threshold { 1.0 } else { 0.0 };
     }
 }
 

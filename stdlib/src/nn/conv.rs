@@ -18,8 +18,9 @@
 //! - the depth taps stacked into channels for a single conv2d: 35–40 ms forward, ~170 ms forward +
 //!   backward, no faster and three times the input's memory.
 //!
-//! Most of the backward is Candle's input gradient, a conv_transpose2d per tap (direct loops on
-//! the CPU, about twice a conv2d's time).
+//! Those figures predate `conv_grad`: most of that backward was Candle's input gradient, a
+//! conv_transpose2d per tap (direct loops on the CPU, two to three times a conv2d's time), which
+//! stride-1 convolutions on the CPU now compute as a conv2d (`nn::conv_grad`).
 //!
 //! **Strides, and where conv2d pads.** Candle's conv2d backward takes the output padding of its
 //! transposed convolution from the height alone (`candle-core` `backprop.rs`,
@@ -163,7 +164,7 @@ impl Plane {
 
     /// conv2d of a prepared `[N, C, H, W]` with `weight` `[out, C, kh, kw]`.
     fn conv2d(self, x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
-        x.conv2d(weight, padding, self.height.stride, 1, 1)
+        super::conv_grad::conv2d(x, weight, padding, self.height.stride)
     }
 }
 

@@ -51,13 +51,6 @@ fn scale_and_shift(x: &Tensor, weight: &Tensor, bias: &Tensor, shape: &[usize]) 
     x.broadcast_mul(&weight)?.broadcast_add(&bias)
 }
 
-/// The shape `[1, C, 1, …, 1]` that broadcasts per-channel parameters over `[B, C, *spatial]`.
-fn channel_shape(rank: usize, channels: usize) -> Vec<usize> {
-    let mut shape = vec![1; rank];
-    shape[1] = channels;
-    shape
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupNormConfig {
     pub num_groups: usize,
@@ -93,8 +86,8 @@ impl Module for GroupNorm {
         }
         let grouped = x.to_dtype(statistics_dtype(x.dtype()))?.reshape((dims[0], self.cfg.num_groups, ()))?;
         let normalised = standardise(&grouped, 2, self.cfg.eps)?.reshape(dims)?;
-        let shape = channel_shape(dims.len(), self.cfg.num_channels);
-        scale_and_shift(&normalised, &self.weight, &self.bias, &shape)?.to_dtype(x.dtype())
+        let (weight, bias) = (self.weight.to_dtype(normalised.dtype())?, self.bias.to_dtype(normalised.dtype())?);
+        super::channel_affine::channel_affine(&normalised, &weight, &bias)?.to_dtype(x.dtype())
     }
 }
 

@@ -1,6 +1,5 @@
-//! Runners: how each stage kind executes, for the engine. `shell`, the datasets (`phantom`,
-//! `nifti`), `compress`, `encode`, `diffuse` and `sample` run; `evaluate` is checked but not yet
-//! executable, and the engine says so when asked to run it.
+//! Runners: how each stage kind executes, for the engine: `shell`, the datasets (`phantom`,
+//! `nifti`), `compress`, `encode`, `diffuse`, `sample` and `evaluate`.
 
 mod compress;
 pub mod compressor;
@@ -8,6 +7,9 @@ mod dataset;
 pub mod denoiser;
 pub mod diffuse;
 mod encode;
+mod evaluate;
+mod evaluate_report;
+mod evaluate_subject;
 pub mod latents;
 mod sample;
 mod shell;
@@ -40,6 +42,7 @@ impl Runtime for StdRuntime {
             "encode" => Some(&encode::Encode),
             "diffuse" => Some(&diffuse::Diffuse),
             "sample" => Some(&sample::Sample),
+            "evaluate" => Some(&evaluate::Evaluate),
             _ => None,
         }
     }

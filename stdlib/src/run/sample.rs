@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use candle_core::{Device, Tensor};
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compressor::Compressor;
 use super::denoiser::{Denoiser, VectorCondition};
@@ -72,17 +72,32 @@ struct Preview {
     values: Vec<f32>,
 }
 
-#[derive(Serialize)]
-struct SampleRecord {
-    name: String,
-    condition: Option<String>,
-    nfe: usize,
-    std: BTreeMap<String, f64>,
+/// What a `sample` output holds, for `evaluate`: the mode, the generated modalities (each sample
+/// folder has those of them it generated), whether `seg.nii.gz` is the mask a sample was
+/// conditioned on (otherwise it is generated, in `seg` mode), and the model's dimensionality.
+#[derive(Serialize, Deserialize)]
+pub struct Generation {
+    pub mode: String,
+    pub images: Vec<String>,
+    pub mask_condition: bool,
+    pub dims: usize,
+}
+
+/// The file of a sample output's [`Generation`].
+pub const GENERATION: &str = "generation.json";
+
+#[derive(Serialize, Deserialize)]
+pub struct SampleRecord {
+    pub name: String,
+    /// The reference patient whose mask or size bins the sample was generated for.
+    pub condition: Option<String>,
+    pub nfe: usize,
+    pub std: BTreeMap<String, f64>,
 }
 
 impl StageRunner for Sample {
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
@@ -155,6 +170,13 @@ impl StageRunner for Sample {
             write_previews(&cx.out_dir, &record, &previews)?;
         }
         write_json(&cx.out_dir, "samples.json", &records)?;
+        let generation = Generation {
+            mode: record.mode.clone(),
+            images: record.images.clone(),
+            mask_condition: record.mask_condition,
+            dims: record.denoiser.dims,
+        };
+        write_json(&cx.out_dir, GENERATION, &generation)?;
         let mut metrics = stats.metrics(count);
         metrics.insert("count".into(), count as f64);
         Ok(Outcome { metrics })

@@ -43,9 +43,10 @@ impl Evaluate {
                 inputs: vec![
                     InputSig {
                         name: "subject",
-                        kinds: vec![DataKind::Samples, DataKind::Compressor],
+                        kinds: vec![DataKind::Samples, DataKind::Compressor, DataKind::Dataset],
                         required: true,
-                        doc: "samples to score, or a compressor whose reconstructions to score",
+                        doc: "samples to score, a compressor whose reconstructions to score, or a dataset (e.g. \
+                              another tool's volumes read with `nifti`), paired with the reference by patient id",
                     },
                     InputSig {
                         name: "reference",
@@ -60,6 +61,12 @@ impl Evaluate {
                         Type::set(Type::enumeration("metric", METRICS), 1, None),
                         ParamDefault::Required,
                         "metrics to compute",
+                    ),
+                    ParamSig::new(
+                        "dims",
+                        Type::int(2, Some(3)),
+                        ParamDefault::Derived("the subject's model's: 2 or 3 (3 for a dataset of volumes)"),
+                        "SSIM and MS-SSIM over 2D axial slices (mean over slices) or over whole 3D volumes",
                     ),
                     ParamSig::new(
                         "binarize_seg",
@@ -106,9 +113,11 @@ impl Evaluate {
 }
 
 /// Most MS-SSIM scales an image whose smallest side is `side` allows: each scale halves the
-/// image, and the last must still be wider than the window.
+/// image, rounding down as MONAI's average pooling does, and the coarsest must still hold the
+/// window (`metrics::image::ms_ssim_max_scales`, which computes the metric).
 pub fn max_ms_ssim_scales(side: i64) -> i64 {
-    (1..=MS_SSIM_MAX_SCALES).rev().find(|s| side > (MS_SSIM_WINDOW - 1) * (1 << (s - 1))).unwrap_or(0)
+    let side = side.max(0) as usize;
+    crate::metrics::image::ms_ssim_max_scales(&[side], MS_SSIM_WINDOW as usize) as i64
 }
 
 impl StageKind for Evaluate {
@@ -120,46 +129,71 @@ impl StageKind for Evaluate {
         let (Some(subject), Some(reference)) = (cx.input("subject"), cx.input("reference")) else {
             return Outputs::default();
         };
-        let generated = subject.kind == DataKind::Samples;
+        let kind = subject.kind;
         let subject_out = subject.outputs.clone();
+        let subject_dataset = (kind == DataKind::Dataset).then(|| DatasetView::read(subject));
         let reference_span = reference.span;
         let reference_split = reference.field.map(str::to_string);
         let reference = DatasetView::read(reference);
-        let images = subject_out.get_value("images").map(strings).unwrap_or_default();
-        let seg_output = if generated {
-            subject_out.get_value("seg_output").and_then(Value::as_bool) == Some(true)
-        } else {
-            images == [SEG]
+        // What the subject holds: intensity images, masks, or (a dataset) both.
+        let (images, has_images, has_masks) = match &subject_dataset {
+            Some(dataset) => {
+                let images = dataset.images();
+                let masks = dataset.modalities.iter().any(|m| m == SEG);
+                (images.clone(), !images.is_empty(), masks)
+            }
+            None => {
+                let images = subject_out.get_value("images").map(strings).unwrap_or_default();
+                let seg_output = if kind == DataKind::Samples {
+                    subject_out.get_value("seg_output").and_then(Value::as_bool) == Some(true)
+                } else {
+                    images == [SEG]
+                };
+                (images, !seg_output, seg_output)
+            }
         };
         // Generated samples pair with reference volumes only when they were conditioned on the
-        // reference masks; a compressor's reconstructions always do.
-        let unpaired = generated && subject_out.get_value("paired").and_then(Value::as_bool) != Some(true);
+        // reference masks; a compressor's reconstructions always do, and another dataset's
+        // volumes pair by patient id (checked when the stage runs).
+        let unpaired =
+            kind == DataKind::Samples && subject_out.get_value("paired").and_then(Value::as_bool) != Some(true);
         let mode = subject_out.get_value("mode").and_then(Value::as_str).unwrap_or("").to_string();
-        reference.require(cx, &images, "evaluation", reference_span);
+        let compared: Vec<String> =
+            images.iter().filter(|i| *i != SEG).cloned().chain(has_masks.then(|| SEG.to_string())).collect();
+        reference.require(cx, &compared, "evaluation", reference_span);
         if let Some(split) = reference_split {
             reference.require_split(cx, &split, "evaluation", reference_span);
         }
+        let dims = if cx.is_set("dims") {
+            cx.value("dims").as_i64().unwrap_or(3)
+        } else {
+            let dims = match &subject_dataset {
+                Some(dataset) => dataset.dims,
+                None => subject_out.get_value("dims").and_then(Value::as_i64).unwrap_or(3),
+            };
+            cx.derive("dims", Value::Int(dims));
+            dims
+        };
 
         let metrics = strings(cx.value("metrics"));
         let span = cx.span_of("metrics");
         for metric in &metrics {
             let m = metric.as_str();
-            if seg_output && DISTRIBUTION_METRICS.contains(&m) {
+            if !has_images && DISTRIBUTION_METRICS.contains(&m) {
                 cx.error(Pitfall::DistributionMetricOnSeg { metric: metric.clone() }, span);
-            } else if seg_output && PERCEPTUAL_METRICS.contains(&m) {
+            } else if !has_images && PERCEPTUAL_METRICS.contains(&m) {
                 cx.error(Pitfall::PerceptualMetricOnSeg { metric: metric.clone() }, span);
-            } else if !seg_output && MASK_METRICS.contains(&m) {
+            } else if !has_masks && MASK_METRICS.contains(&m) {
                 cx.error(Pitfall::MaskMetricOnImages { metric: metric.clone() }, span);
             } else if unpaired && PAIRED_METRICS.contains(&m) {
                 cx.error(Pitfall::PairedMetricUnpaired { metric: metric.clone(), mode: mode.clone() }, span);
             }
         }
-        if seg_output && cx.value("binarize_seg").as_bool() == Some(false) {
+        if has_masks && cx.value("binarize_seg").as_bool() == Some(false) {
             let span = cx.span_of("binarize_seg");
             cx.error(Pitfall::SegNotThresholded, span);
         }
         if metrics.iter().any(|m| m == "ms_ssim") {
-            let dims = subject_out.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
             let shape = subject_out
                 .get_value("shape")
                 .filter(|v| !v.is_none())
@@ -211,7 +245,12 @@ fn metric_names(metrics: &[String], images: &[String]) -> Vec<String> {
     let mut names = Vec::new();
     for m in metrics {
         if m == "regional" {
-            names.extend(["regional_tumour".to_string(), "regional_background".to_string()]);
+            for region in ["regional_tumour", "regional_background"] {
+                names.push(region.to_string());
+                if images.len() > 1 {
+                    names.extend(images.iter().map(|i| format!("{region}_{i}")));
+                }
+            }
             continue;
         }
         names.push(m.clone());
@@ -228,9 +267,11 @@ mod tests {
 
     #[test]
     fn ms_ssim_scales_follow_the_window_rule() {
-        // pytorch-msssim asserts smaller_side > (win_size - 1) * 2 ** (levels - 1).
+        // Every scale floors the side (MONAI's pooling): 161 → 80 → 40 → 20 → 10 < 11 at the fifth.
         assert_eq!(max_ms_ssim_scales(256), 5);
-        assert_eq!(max_ms_ssim_scales(161), 5);
+        assert_eq!(max_ms_ssim_scales(176), 5);
+        assert_eq!(max_ms_ssim_scales(175), 4);
+        assert_eq!(max_ms_ssim_scales(161), 4);
         assert_eq!(max_ms_ssim_scales(160), 4);
         assert_eq!(max_ms_ssim_scales(32), 2);
         assert_eq!(max_ms_ssim_scales(11), 1);

@@ -1,0 +1,205 @@
+//! What `evaluate` writes: per-volume scores, the aggregate metrics `expect` gates on, and a
+//! readable table.
+//!
+//! - `metrics.json`: every reported metric; per per-volume score its mean, standard deviation
+//!   (population) and the number of volumes it was measured on; per modality the full regional
+//!   report (tumour, background, their ratio, the four RANO-BM bins);
+//! - `per_volume.json` and `per_volume.csv`: each case's scores, with the reference patient it
+//!   paired with;
+//! - `report.md`: the metrics as a Markdown table.
+//!
+//! Per-volume scores are averaged over the volumes that have them (HD95 is absent when a mask
+//! is empty; unpaired cases have no paired scores). Across images, `METRIC` is the mean of the
+//! `METRIC_IMAGE` values; regional errors are pooled over voxels instead (pitfall 34).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use medgen_engine::runner::StageError;
+use serde::Serialize;
+
+use super::stage_io::write_json;
+use crate::metrics::regional::RegionalReport;
+use crate::metrics::segmentation::SegmentationScores;
+use crate::train::trainer::failed;
+
+/// One case's scores by name (`psnr_t1_pre`, `dice`, `lpips_3d_t1_gd_width`, …).
+#[derive(Default, Serialize)]
+pub struct Scores {
+    values: BTreeMap<String, f64>,
+}
+
+impl Scores {
+    /// `metric` measured on `modality`.
+    pub fn image(&mut self, metric: &str, modality: &str, value: f64) {
+        self.values.insert(format!("{metric}_{modality}"), value);
+    }
+
+    /// A finer score reported beside the metrics (e.g. one axis of `lpips_3d`).
+    pub fn detail(&mut self, name: String, value: f64) {
+        self.values.insert(name, value);
+    }
+
+    /// The mask metrics of the case's mask against its reference's.
+    pub fn mask(&mut self, s: SegmentationScores) {
+        self.values.insert("dice".into(), s.dice);
+        self.values.insert("iou".into(), s.iou);
+        let optional = [("precision", s.precision), ("recall", s.recall), ("hd95", s.hd95_mm)];
+        self.values.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))));
+    }
+}
+
+#[derive(Serialize)]
+struct CaseRow {
+    case: String,
+    patient: Option<String>,
+    scores: BTreeMap<String, f64>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    mean: f64,
+    std: f64,
+    volumes: usize,
+}
+
+pub struct Report {
+    metrics: Vec<String>,
+    images: Vec<String>,
+    cases: Vec<CaseRow>,
+    /// Dataset-level values: FID and KID per modality, and their details.
+    dataset: BTreeMap<String, f64>,
+    regional: BTreeMap<String, RegionalReport>,
+}
+
+impl Report {
+    pub fn new(metrics: Vec<String>, images: Vec<String>) -> Self {
+        Report { metrics, images, cases: Vec::new(), dataset: BTreeMap::new(), regional: BTreeMap::new() }
+    }
+
+    pub fn add_case(&mut self, case: &str, patient: Option<&str>, scores: Scores) {
+        self.cases.push(CaseRow {
+            case: case.to_string(),
+            patient: patient.map(str::to_string),
+            scores: scores.values,
+        });
+    }
+
+    /// A distribution metric of one modality.
+    pub fn distribution(&mut self, metric: &str, modality: &str, value: f64) {
+        self.dataset.insert(format!("{metric}_{modality}"), value);
+    }
+
+    /// A finer dataset-level value (one axis of a 2.5D FID).
+    pub fn detail(&mut self, name: String, value: f64) {
+        self.dataset.insert(name, value);
+    }
+
+    pub fn set_regional(&mut self, reports: BTreeMap<String, RegionalReport>) {
+        self.regional = reports;
+    }
+
+    /// Mean, standard deviation and count of every per-volume score.
+    fn summaries(&self) -> BTreeMap<String, Summary> {
+        let names: BTreeSet<&String> = self.cases.iter().flat_map(|c| c.scores.keys()).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let values: Vec<f64> = self.cases.iter().filter_map(|c| c.scores.get(name).copied()).collect();
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+                (name.clone(), Summary { mean, std: variance.sqrt(), volumes: values.len() })
+            })
+            .collect()
+    }
+
+    /// Every metric by name, as `expect` sees them.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self.summaries().into_iter().map(|(k, s)| (k, s.mean)).collect();
+        out.extend(self.dataset.iter().map(|(k, v)| (k.clone(), *v)));
+        for metric in &self.metrics {
+            if metric == "regional" {
+                out.extend(self.regional_metrics());
+                continue;
+            }
+            let per_image: Vec<f64> =
+                self.images.iter().filter_map(|i| out.get(&format!("{metric}_{i}")).copied()).collect();
+            if !per_image.is_empty() {
+                out.insert(metric.clone(), per_image.iter().sum::<f64>() / per_image.len() as f64);
+            }
+        }
+        if out.contains_key("kid") {
+            let stds: Vec<f64> = self.images.iter().filter_map(|i| out.get(&format!("kid_std_{i}")).copied()).collect();
+            out.insert("kid_std".into(), stds.iter().sum::<f64>() / stds.len().max(1) as f64);
+        }
+        out
+    }
+
+    /// Tumour and background MSE per modality, and pooled over modalities.
+    fn regional_metrics(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for (region, pick) in [("regional_tumour", 0), ("regional_background", 1)] {
+            let (mut squared, mut voxels) = (0.0, 0u64);
+            for (modality, report) in &self.regional {
+                let score = if pick == 0 { &report.tumour } else { &report.background };
+                if let Some(mse) = score.mse {
+                    out.insert(format!("{region}_{modality}"), mse);
+                    squared += mse * score.voxels as f64;
+                    voxels += score.voxels;
+                }
+            }
+            if voxels > 0 {
+                out.insert(region.to_string(), squared / voxels as f64);
+            }
+        }
+        out
+    }
+
+    /// Writes `metrics.json`, `per_volume.json`, `per_volume.csv` and `report.md` to `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), StageError> {
+        let metrics = self.metrics();
+        write_json(
+            dir,
+            "metrics.json",
+            &serde_json::json!({ "metrics": metrics, "per_volume": self.summaries(), "regional": self.regional }),
+        )?;
+        write_json(dir, "per_volume.json", &self.cases)?;
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).map_err(|e| failed(format!("cannot write {name}: {e}")))
+        };
+        write("per_volume.csv", self.csv())?;
+        write("report.md", self.table(&metrics))
+    }
+
+    fn csv(&self) -> String {
+        let names: BTreeSet<&String> = self.cases.iter().flat_map(|c| c.scores.keys()).collect();
+        let mut text = String::from("case,patient");
+        names.iter().for_each(|n| text.push_str(&format!(",{n}")));
+        text.push('\n');
+        for case in &self.cases {
+            text.push_str(&format!("{},{}", case.case, case.patient.as_deref().unwrap_or("")));
+            for name in &names {
+                text.push(',');
+                if let Some(v) = case.scores.get(*name) {
+                    text.push_str(&v.to_string());
+                }
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn table(&self, metrics: &BTreeMap<String, f64>) -> String {
+        let summaries = self.summaries();
+        let mut text = String::from("| metric | value | std over volumes | volumes |\n|---|---:|---:|---:|\n");
+        for (name, value) in metrics {
+            match summaries.get(name) {
+                Some(s) => writeln!(text, "| {name} | {value:.6} | {:.6} | {} |", s.std, s.volumes),
+                None => writeln!(text, "| {name} | {value:.6} | | |"),
+            }
+            .expect("writing to a String cannot fail");
+        }
+        text
+    }
+}
