@@ -1,10 +1,16 @@
 //! The progress display of `medgen run`: on a terminal, a bar for the whole run and a
 //! spinner per running stage with its elapsed time and latest status; elsewhere (CI logs,
-//! files), one plain line per stage that ran, failed or was skipped.
+//! files, cluster jobs), one plain line per stage that ran, failed or was skipped, and a running
+//! stage's latest status at most every [`LOG_STATUS_EVERY`] (`-v`: [`LOG_STATUS_EVERY_VERBOSE`]),
+//! so a log shows that a long training is alive and where it is.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a log (not a terminal) gets a running stage's status.
+const LOG_STATUS_EVERY: Duration = Duration::from_secs(30);
+const LOG_STATUS_EVERY_VERBOSE: Duration = Duration::from_secs(5);
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medgen_engine::schedule::{Event, Observer, Outcome};
@@ -13,6 +19,8 @@ pub struct Progress {
     bars: Option<Bars>,
     /// Whether to print cached instances too (`-v`).
     verbose: bool,
+    /// Without bars: when each running stage's status was last printed.
+    logged: Mutex<BTreeMap<String, Instant>>,
 }
 
 struct Bars {
@@ -33,7 +41,7 @@ impl Progress {
             total_bar.enable_steady_tick(Duration::from_millis(120));
             Bars { multi, total: total_bar, running: Mutex::new(BTreeMap::new()) }
         });
-        Progress { bars, verbose }
+        Progress { bars, verbose, logged: Mutex::new(BTreeMap::new()) }
     }
 
     fn line(&self, text: String) {
@@ -71,13 +79,22 @@ impl Observer for Progress {
                     b.running.lock().expect("progress lock").insert(name, bar);
                 }
             }
-            Event::Status { name, line } => {
-                if let Some(b) = &self.bars {
+            Event::Status { name, line } => match &self.bars {
+                Some(b) => {
                     if let Some(bar) = b.running.lock().expect("progress lock").get(&name) {
                         bar.set_message(line);
                     }
                 }
-            }
+                None => {
+                    let every = if self.verbose { LOG_STATUS_EVERY_VERBOSE } else { LOG_STATUS_EVERY };
+                    let mut logged = self.logged.lock().expect("progress lock");
+                    let due = logged.get(&name).is_none_or(|last| last.elapsed() >= every);
+                    if due {
+                        logged.insert(name.clone(), Instant::now());
+                        self.line(format!("         {name}  {line}"));
+                    }
+                }
+            },
             Event::Finished { name, outcome } => {
                 if let Some(b) = &self.bars {
                     if let Some(bar) = b.running.lock().expect("progress lock").remove(&name) {
