@@ -53,10 +53,11 @@ use medgen_stdlib::metrics::distribution::{
 };
 use medgen_stdlib::metrics::features::{
     resize_bilinear, CacheOutcome, ChannelNormalisation, ContentDigest, FeatureCache, FeatureError, FeatureExtractor,
-    FeatureKey, FeatureLayout, FeatureSets, Features, Preprocessing, StaleReason, TensorProblem, VolumeFeatures,
-    WeightsProblem, FEATURES_VERSION, IMAGENET_MEAN, IMAGENET_STD, RADIMAGENET_MEAN_BGR,
+    FeatureKey, FeatureLayout, FeatureSets, Features, Preprocessing, StaleReason, VolumeFeatures, WeightsProblem,
+    FEATURES_VERSION, IMAGENET_MEAN, IMAGENET_STD, RADIMAGENET_MEAN_BGR,
 };
 use medgen_stdlib::metrics::lpips::SliceAxis;
+use medgen_stdlib::metrics::weights::TensorProblem;
 use medgen_stdlib::nn::resnet::{ResNet50, ResNetVariant, FEATURE_DIM};
 use serde_json::Value;
 

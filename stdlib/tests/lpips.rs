@@ -26,9 +26,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use common::TempDir;
 use medgen_stdlib::data::volume::{Spacing, Volume};
-use medgen_stdlib::metrics::lpips::{
-    InputRange, Lpips, SliceAxis, TensorProblem, VolumeLpipsConfig, WeightsErrorKind, DEFAULT_CHUNK,
-};
+use medgen_stdlib::metrics::lpips::{InputRange, Lpips, SliceAxis, VolumeLpipsConfig, WeightsErrorKind, DEFAULT_CHUNK};
+use medgen_stdlib::metrics::weights::TensorProblem;
 use serde::Deserialize;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/lpips_reference.json");

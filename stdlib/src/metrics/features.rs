@@ -84,6 +84,7 @@ use serde::{Serialize, Serializer};
 
 use crate::data::volume::Volume;
 use crate::metrics::lpips::SliceAxis;
+use crate::metrics::weights::{check_tensors, TensorProblem};
 use crate::nn::resnet::{ResNet50, ResNetVariant, FEATURE_DIM, INPUT_CHANNELS};
 
 /// Slices (or images) per network pass.
@@ -301,7 +302,7 @@ impl FeatureExtractor {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| error(WeightsProblem::Unreadable(e.to_string())))?;
         let variant = ResNetVariant::detect(|name| tensors.contains_key(name));
-        let problems = check_tensors(&tensors, variant);
+        let problems = check_tensors(&tensors, ResNet50::parameter_shapes(variant));
         if !problems.is_empty() {
             return Err(error(WeightsProblem::Tensors { variant, problems }));
         }
@@ -418,21 +419,6 @@ impl FeatureExtractor {
     fn pass(&self, images: &Tensor) -> candle_core::Result<Vec<f32>> {
         self.net.forward(&self.preprocessing.apply(images)?)?.flatten_all()?.to_vec1()
     }
-}
-
-/// The problems of a weights file's tensors, all of them; empty when it is usable.
-fn check_tensors(tensors: &HashMap<String, Tensor>, variant: ResNetVariant) -> Vec<TensorProblem> {
-    ResNet50::parameter_shapes(variant)
-        .into_iter()
-        .filter_map(|(name, expected)| match tensors.get(&name) {
-            None => Some(TensorProblem::Missing { name, expected }),
-            Some(t) if t.dims() != expected.as_slice() => {
-                Some(TensorProblem::Shape { name, expected, found: t.dims().to_vec() })
-            }
-            Some(t) if !t.dtype().is_float() => Some(TensorProblem::NotFloat { name, found: t.dtype() }),
-            Some(_) => None,
-        })
-        .collect()
 }
 
 /// A blake3 digest of what was measured: a volume or an image batch; see [`ContentDigest::of_volume`].
@@ -726,29 +712,9 @@ pub enum WeightsProblem {
     Tensors { variant: ResNetVariant, problems: Vec<TensorProblem> },
 }
 
-/// One tensor of a weights file that does not fit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TensorProblem {
-    Missing { name: String, expected: Vec<usize> },
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
-    NotFloat { name: String, found: DType },
-}
-
 /// How to make a weights file that works, for error messages.
 const WEIGHTS_HINT: &str = "convert RadImageNet's ResNet-50 (or torchvision's resnet50) to safetensors with \
                             torchvision's state_dict names, see docs/weights.md";
-
-impl fmt::Display for TensorProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TensorProblem::Missing { name, expected } => write!(f, "no tensor {name} (shape {expected:?})"),
-            TensorProblem::Shape { name, expected, found } => {
-                write!(f, "tensor {name} has shape {found:?}, ResNet-50 expects {expected:?}")
-            }
-            TensorProblem::NotFloat { name, found } => write!(f, "tensor {name} has dtype {found:?}, not a float type"),
-        }
-    }
-}
 
 impl fmt::Display for FeatureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -37,7 +37,7 @@
 //! already keeps the cores busy, chunks of 8–64 measured 1.7× faster (`benches/lpips.rs`). Every
 //! image in a batch is computed independently, so the chunk size does not change the values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,7 @@ use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::data::volume::Volume;
+use crate::metrics::weights::{check_tensors, TensorProblem};
 use crate::nn::alexnet::{AlexNetFeatures, INPUT_CHANNELS, MIN_INPUT_SIDE, TAP_CHANNELS};
 use crate::nn::conv::{Conv2d, Conv2dConfig};
 
@@ -124,7 +125,7 @@ impl Lpips {
         let error = |kind| WeightsError { path: path.to_path_buf(), kind };
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| error(WeightsErrorKind::Unreadable(Box::new(e))))?;
-        let problems = check_tensors(&tensors);
+        let problems = check_tensors(&tensors, Lpips::weight_shapes());
         if !problems.is_empty() {
             return Err(error(WeightsErrorKind::Tensors(problems)));
         }
@@ -352,21 +353,6 @@ pub struct VolumeLpips {
     pub combined: f64,
 }
 
-/// The problems of a weights file, all of them; empty when it is usable.
-fn check_tensors(tensors: &HashMap<String, Tensor>) -> Vec<TensorProblem> {
-    Lpips::weight_shapes()
-        .into_iter()
-        .filter_map(|(name, expected)| match tensors.get(&name) {
-            None => Some(TensorProblem::Missing { name, expected }),
-            Some(t) if t.dims() != expected.as_slice() => {
-                Some(TensorProblem::Shape { name, expected, found: t.dims().to_vec() })
-            }
-            Some(t) if !t.dtype().is_float() => Some(TensorProblem::NotFloat { name, found: t.dtype() }),
-            Some(_) => None,
-        })
-        .collect()
-}
-
 /// A weights file that cannot be used: the file and what is wrong.
 #[derive(Debug)]
 pub struct WeightsError {
@@ -382,26 +368,6 @@ pub enum WeightsErrorKind {
     Tensors(Vec<TensorProblem>),
     /// The checked tensors could not be moved to the device.
     Load(Box<candle_core::Error>),
-}
-
-/// One tensor of a weights file that does not fit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TensorProblem {
-    Missing { name: String, expected: Vec<usize> },
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
-    NotFloat { name: String, found: DType },
-}
-
-impl fmt::Display for TensorProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TensorProblem::Missing { name, expected } => write!(f, "no tensor {name} (shape {expected:?})"),
-            TensorProblem::Shape { name, expected, found } => {
-                write!(f, "tensor {name} has shape {found:?}, LPIPS AlexNet-lin expects {expected:?}")
-            }
-            TensorProblem::NotFloat { name, found } => write!(f, "tensor {name} has dtype {found:?}, not a float type"),
-        }
-    }
 }
 
 impl fmt::Display for WeightsErrorKind {

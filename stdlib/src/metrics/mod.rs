@@ -6,6 +6,7 @@
 //! - [`distribution`] and [`features`]: FID and KID over features of a user-supplied network.
 //! - [`segmentation`]: Dice, IoU, precision, recall and HD95 on binary masks.
 //! - [`regional`]: per-tumour and tumour-versus-background metrics.
+//! - [`weights`]: checking the user-supplied weights files of those networks.
 
 pub mod distribution;
 pub mod features;
@@ -13,3 +14,4 @@ pub mod image;
 pub mod lpips;
 pub mod regional;
 pub mod segmentation;
+pub mod weights;
