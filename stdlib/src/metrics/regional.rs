@@ -19,7 +19,8 @@
 //! for per-volume output; they are not averaged into anything.
 //!
 //! **Modalities are never averaged together** (seed pitfall 29): [`ModalityAccumulators`] keeps one
-//! accumulator per modality name and reports each separately; there is no combined figure.
+//! accumulator per modality name and reports each separately; there is no combined figure here
+//! (`evaluate` reports one pooled over modalities under its own name, `regional_tumour`).
 
 use std::collections::BTreeMap;
 use std::fmt;
