@@ -160,3 +160,46 @@ fn missing_weights_fail_before_anything_is_computed() {
     assert!(err.contains("`lpips` needs the network's weights: set `lpips_weights"), "{err}");
     assert!(err.contains("docs/weights.md"), "{err}");
 }
+
+/// A patient's volume from a closed-form pattern in [0.2, 0.7]: a range that percentile
+/// normalisation would stretch to [0, 1].
+fn pattern_volume(phase: f32) -> medgen_stdlib::data::volume::Volume {
+    use medgen_stdlib::data::volume::{Spacing, Volume};
+    let shape = [12, 24, 24];
+    let data = (0..shape.iter().product::<usize>()).map(|i| 0.45 + 0.25 * ((i as f32) * 0.05 + phase).sin()).collect();
+    Volume { shape, spacing: Spacing::new(1.5, 1.0, 1.0), data }
+}
+
+#[test]
+fn another_tools_volumes_are_scored_as_the_files_hold_them() {
+    use medgen_stdlib::io::nifti::save_nifti;
+    use medgen_stdlib::metrics::image::{psnr, ssim, Image, SsimConfig};
+    let pipeline = "
+pipeline theirs
+dataset truth = nifti { dir = \"truth\"  modalities = [t1_pre]  normalize = none  split = {train: 0, val: 0, test: 1} }
+dataset theirs = nifti { dir = \"theirs\"  modalities = [t1_pre]  normalize = none  split = {train: 0, val: 0, test: 1} }
+stage scores = evaluate(theirs, reference: truth.test) {
+  metrics = [psnr, ssim]
+  dims    = 3
+}
+";
+    let dir = project("theirs", pipeline);
+    let (mut expected_psnr, mut expected_ssim) = (Vec::new(), Vec::new());
+    for (i, patient) in ["a01", "b02"].iter().enumerate() {
+        let (truth, theirs) = (pattern_volume(i as f32), pattern_volume(i as f32 + 0.3));
+        for (folder, volume) in [("truth", &truth), ("theirs", &theirs)] {
+            fs::create_dir_all(dir.join(folder).join(patient)).expect("patient folder");
+            save_nifti(&dir.join(folder).join(patient).join("t1_pre.nii.gz"), volume).expect("write NIfTI");
+        }
+        let shape = truth.shape.to_vec();
+        let (x, y) = (Image::new(&truth.data, &shape).unwrap(), Image::new(&theirs.data, &shape).unwrap());
+        expected_psnr.push(psnr(x, y, 1.0).unwrap());
+        expected_ssim.push(ssim(x, y, &SsimConfig::default()).unwrap());
+    }
+    let o = medgen(&dir, &["run", "p.mg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&dir, "scores");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!((value(&m, "psnr") - mean(&expected_psnr)).abs() < 1e-9, "{} vs {expected_psnr:?}", value(&m, "psnr"));
+    assert!((value(&m, "ssim") - mean(&expected_ssim)).abs() < 1e-9, "{} vs {expected_ssim:?}", value(&m, "ssim"));
+}

@@ -238,6 +238,7 @@ impl StageRunner for Nifti {
             Some(v) => spacing3(&floats(Some(v))),
         };
         let splits = assign(&ids, seed_param(p), &fractions(p));
+        let normalize = p.get("normalize").and_then(Value::as_str) != Some("none");
         let mut patients = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             if cx.cancel.load(Ordering::Relaxed) {
@@ -251,12 +252,14 @@ impl StageRunner for Nifti {
                 let mut v = volume.fit_to(shape);
                 v.spacing = spacing;
                 if modality == SEG {
-                    binarize_gt(&mut v);
+                    if normalize {
+                        binarize_gt(&mut v);
+                    }
                     tumours = diameters(&v)
                         .into_iter()
                         .map(|d| TumourMeta { diameter_mm: d, bin: SizeBin::of(d).name().into() })
                         .collect();
-                } else {
+                } else if normalize {
                     normalize_intensity(&mut v, INTENSITY_PERCENTILES.0, INTENSITY_PERCENTILES.1);
                 }
                 save(&cx.out_dir, id, &modality, &v)?;

@@ -154,6 +154,13 @@ impl Nifti {
                     "file layout under `dir`, with {patient} and {modality}",
                 ),
                 ParamSig::new(
+                    "normalize",
+                    Type::enumeration("normalisation", &["percentile", "none"]),
+                    ParamDefault::Value(Value::Str("percentile".into())),
+                    "percentile: clip images to their 0.5th-99.5th percentiles, rescale to [0, 1], binarise masks \
+                     at 0.01; none: keep the files' values (e.g. another tool's outputs, to evaluate as they are)",
+                ),
+                ParamSig::new(
                     "shape",
                     Type::optional(shape_type()),
                     ParamDefault::Value(Value::None),
