@@ -203,3 +203,45 @@ stage scores = evaluate(theirs, reference: truth.test) {
     assert!((value(&m, "psnr") - mean(&expected_psnr)).abs() < 1e-9, "{} vs {expected_psnr:?}", value(&m, "psnr"));
     assert!((value(&m, "ssim") - mean(&expected_ssim)).abs() < 1e-9, "{} vs {expected_ssim:?}", value(&m, "ssim"));
 }
+
+#[test]
+fn a_compressor_trains_with_the_lpips_perceptual_loss_and_refuses_to_without_its_weights() {
+    let stage = |weight: &str, weights: &str| {
+        format!(
+            "
+pipeline perceptual
+seed = 2
+dataset brain = phantom {{ volumes = 8  shape = [4, 32, 32]  modalities = [t1_pre, t1_gd] }}
+stage vae = compress(brain) {{
+  model             = vae(dims: 2, channels: [8], latent_channels: 2, res_blocks: 1)
+  perceptual_weight = {weight}
+  {weights}
+  epochs            = 1
+  batch             = 8
+}}
+"
+        )
+    };
+    let train_loss = |dir: &Path| -> f64 {
+        let o = medgen(dir, &["show", "vae"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = text.lines().find(|l| l.contains("train_loss =")).unwrap_or_else(|| panic!("{text}"));
+        line.rsplit('=').next().and_then(|v| v.trim().parse().ok()).expect("a number")
+    };
+    let plain = project("plain", &stage("0", ""));
+    assert!(medgen(&plain, &["run", "p.mg"]).status.success());
+    let with = project("perceptual", &stage("0.5", "lpips_weights = \"weights/lpips.safetensors\""));
+    write_networks(&with);
+    let o = medgen(&with, &["run", "p.mg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (plain_loss, perceptual_loss) = (train_loss(&plain), train_loss(&with));
+    assert!(
+        perceptual_loss.is_finite() && perceptual_loss > plain_loss,
+        "the perceptual term adds to the loss: {perceptual_loss} vs {plain_loss}"
+    );
+
+    let missing = project("no-weights", &stage("0.5", ""));
+    let o = medgen(&missing, &["run", "p.mg"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs the LPIPS network: set `lpips_weights"), "{}", stderr(&o));
+}

@@ -355,3 +355,36 @@ fn inputs_the_network_cannot_take_are_refused() {
     let message = model.volume(&thin, &other, &VolumeLpipsConfig::default()).unwrap_err().to_string();
     assert!(message.contains("one shape"), "{message}");
 }
+
+#[test]
+fn the_trunks_pooling_is_torchs_max_pool_and_passes_gradients_to_each_windows_maximum() {
+    use medgen_stdlib::nn::alexnet::max_pool_3_2;
+    for (height, width) in [(7, 8), (9, 9), (31, 40)] {
+        let n = 2 * 3 * height * width;
+        // Distinct values (a permutation of 0..n scaled), so every window has one maximum.
+        let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 / n as f32).collect();
+        let x = candle_core::Var::from_vec(values, (2, 3, height, width), &Device::Cpu).unwrap();
+        let pooled = max_pool_3_2(x.as_tensor()).unwrap();
+        let candle = x.as_tensor().max_pool2d_with_stride(3, 2).unwrap();
+        assert_eq!(pooled.dims(), candle.dims());
+        assert_eq!(to_f64(&pooled), to_f64(&candle), "{height}x{width}: the values of MaxPool2d(3, 2)");
+        // d sum(pool · probe) / dx: each window's probe lands on its maximum, added up where
+        // windows overlap on the same maximum.
+        let probe = Tensor::rand(0f32, 1f32, pooled.shape(), &Device::Cpu).unwrap();
+        let grads = (&pooled * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let grad = to_f64(grads.get(x.as_tensor()).expect("a gradient"));
+        let (input, probe) = (to_f64(x.as_tensor()), to_f64(&probe));
+        let (rows, columns) = ((height - 3) / 2 + 1, (width - 3) / 2 + 1);
+        let mut expected = vec![0.0; n];
+        for plane in 0..6 {
+            for r in 0..rows {
+                for c in 0..columns {
+                    let window = (0..9).map(|k| plane * height * width + (2 * r + k / 3) * width + 2 * c + k % 3);
+                    let argmax = window.max_by(|&a, &b| input[a].total_cmp(&input[b])).unwrap();
+                    expected[argmax] += probe[(plane * rows + r) * columns + c];
+                }
+            }
+        }
+        assert_close(&format!("{height}x{width} gradient"), &grad, &expected, 1e-6);
+    }
+}

@@ -152,6 +152,27 @@ impl Lpips {
     /// Each layer's term for the image pairs `a`, `b` `[N, C, H, W]` (`C` 1 or 3, `H` and `W` at
     /// least 31), as `[N, 5]`: lpips' `retPerLayer` values.
     pub fn per_layer(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.layers(a, b, unit_normalise)
+    }
+
+    /// The perceptual loss between `reconstruction` and `target` `[B, C, H, W]` or `[B, C, D, H,
+    /// W]`, any number of channels: every channel of every (axial) slice is a grey image pair,
+    /// and the loss is their mean LPIPS, differentiable with respect to `reconstruction`.
+    /// Identical to the metric except that the channel norm is `√(Σ f² + 1e-20)`, so its
+    /// gradient stays finite where a feature vector is zero (the value changes by less than
+    /// 1e-10 there).
+    pub fn loss(&self, reconstruction: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let slices = |x: &Tensor| -> Result<Tensor> {
+            let dims = x.dims();
+            let (height, width) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+            let x = if dims.len() == 5 { x.permute((0, 2, 1, 3, 4))? } else { x.clone() };
+            x.contiguous()?.reshape(((), 1, height, width))
+        };
+        let (a, b) = (slices(reconstruction)?, slices(target)?);
+        self.layers(&a, &b, unit_normalise_smooth)?.sum(1)?.mean_all()
+    }
+
+    fn layers(&self, a: &Tensor, b: &Tensor, normalise: fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         if a.dims() != b.dims() {
             bail!("LPIPS compares images of one shape, got {:?} and {:?}", a.dims(), b.dims())
         }
@@ -161,7 +182,7 @@ impl Lpips {
             .iter()
             .zip(&self.heads)
             .map(|(tap, head)| {
-                let unit = unit_normalise(tap)?;
+                let unit = normalise(tap)?;
                 let squared = (unit.narrow(0, 0, batch)? - unit.narrow(0, batch, batch)?)?.sqr()?;
                 head.forward(&squared)?.mean((1, 2, 3))
             })
@@ -221,6 +242,12 @@ impl Lpips {
 /// `f / (√Σ_c f² + ε)` over the channel axis of `[N, C, H, W]` (lpips' `normalize_tensor`).
 fn unit_normalise(f: &Tensor) -> Result<Tensor> {
     let norm = f.sqr()?.sum_keepdim(1)?.sqrt()?;
+    f.broadcast_div(&(norm + NORM_EPS)?)
+}
+
+/// [`unit_normalise`] with `1e-20` under the root, for a finite gradient at zero (`Lpips::loss`).
+fn unit_normalise_smooth(f: &Tensor) -> Result<Tensor> {
+    let norm = (f.sqr()?.sum_keepdim(1)? + 1e-20)?.sqrt()?;
     f.broadcast_div(&(norm + NORM_EPS)?)
 }
 

@@ -16,10 +16,12 @@
 //! `slice{s}.{i}.bias` with `i` the torchvision index, so lpips' trunk loads 1:1 through
 //! [`Conv2d`].
 //!
-//! Pooling is Candle's `max_pool2d_with_stride(3, 2)`, which like `torch.nn.MaxPool2d(3, 2)`
-//! (no padding, `ceil_mode=False`) gives `⌊(n − 3) / 2⌋ + 1` outputs per axis. Candle's pooling
-//! has a backward only when kernel equals stride (`shared/docs/candle-notes.md`); LPIPS is used as
-//! a metric here, forward only.
+//! Pooling is `torch.nn.MaxPool2d(3, 2)` (no padding, `ceil_mode=False`: `⌊(n − 3) / 2⌋ + 1`
+//! outputs per axis) written as the elementwise maximum of the nine stride-2 views that start at
+//! each window offset ([`max_pool_3_2`]). Candle's own pooling has a backward only when kernel
+//! equals stride (`shared/docs/candle-notes.md`), and LPIPS is also a training loss (`compress`'s
+//! perceptual loss), which needs gradients through the trunk to the image. Where a window's
+//! maximum is tied, the gradient is shared between the tied inputs (PyTorch gives it to one).
 //!
 //! The smallest input is 31×31 pixels ([`MIN_INPUT_SIDE`]): 31 gives 7 after the first conv,
 //! 3 after the first pool and 1 after the second; 30 gives 6, then 2, and the second pool has no
@@ -147,9 +149,41 @@ struct Slice {
 
 impl Slice {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if self.pooled { x.max_pool2d_with_stride(POOL_KERNEL, POOL_STRIDE)? } else { x.clone() };
+        let x = if self.pooled { max_pool_3_2(x)? } else { x.clone() };
         self.conv.forward(&x)?.relu()
     }
+}
+
+/// `torch.nn.MaxPool2d(3, 2)` on `[N, C, H, W]`, differentiable; see the module documentation.
+pub fn max_pool_3_2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, height, width) = x.dims4()?;
+    if height < POOL_KERNEL || width < POOL_KERNEL {
+        bail!("max-pool 3/2: the input {:?} is smaller than its 3×3 window", x.dims())
+    }
+    let outputs = |n: usize| (n - POOL_KERNEL) / POOL_STRIDE + 1;
+    let (rows, columns) = (outputs(height), outputs(width));
+    let mut pooled: Option<Tensor> = None;
+    for i in 0..POOL_KERNEL {
+        let band = every_other(x, 2, i, rows)?;
+        for j in 0..POOL_KERNEL {
+            let view = every_other(&band, 3, j, columns)?;
+            pooled = Some(match pooled {
+                None => view,
+                Some(max) => max.maximum(&view)?,
+            });
+        }
+    }
+    pooled.ok_or_else(|| candle_core::Error::Msg("max-pool 3/2: empty window".into()))
+}
+
+/// The `count` elements `start, start + 2, …` along `dim`, by reshaping a run of `2·count` into
+/// `[count, 2]` pairs and keeping each pair's first (the run's last pair is padded).
+fn every_other(x: &Tensor, dim: usize, start: usize, count: usize) -> Result<Tensor> {
+    let run = x.narrow(dim, start, POOL_STRIDE * count - 1)?.pad_with_zeros(dim, 0, 1)?;
+    let mut shape = run.dims().to_vec();
+    shape[dim] = count;
+    shape.insert(dim + 1, POOL_STRIDE);
+    run.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
 /// AlexNet's `features` up to relu5; see the module documentation.

@@ -331,6 +331,8 @@ pub struct KlVaeConfig {
 /// The loss terms of one [`KlVae`] step, f32 scalars.
 #[derive(Debug, Clone)]
 pub struct KlVaeLosses {
+    /// The decoded sample of the posterior, what the reconstruction loss compared with `x`.
+    pub decoded: Tensor,
     pub reconstruction: Tensor,
     /// [`kl_diag_gaussian`]: summed over latent channels and positions, averaged over the batch.
     pub kl: Tensor,
@@ -397,10 +399,11 @@ impl KlVae {
     /// Encode, sample with `noise`, decode, and the loss terms against `x`.
     pub fn loss(&self, x: &Tensor, noise: &Tensor) -> Result<KlVaeLosses> {
         let (mean, logvar) = self.encode(x)?;
-        let reconstruction = self.cfg.reconstruction.loss(&self.decode(&Self::sample(&mean, &logvar, noise)?)?, x)?;
+        let decoded = self.decode(&Self::sample(&mean, &logvar, noise)?)?;
+        let reconstruction = self.cfg.reconstruction.loss(&decoded, x)?;
         let kl = kl_diag_gaussian(&mean, &logvar)?;
         let total = (&reconstruction + (&kl * self.cfg.kl_weight)?)?;
-        Ok(KlVaeLosses { reconstruction, kl, total })
+        Ok(KlVaeLosses { decoded, reconstruction, kl, total })
     }
 }
 
@@ -468,6 +471,8 @@ pub struct Quantized {
 /// The loss terms of one [`VqVae`] step, f32 scalars, and what [`VqVae::update_codebook`] needs.
 #[derive(Debug, Clone)]
 pub struct VqVaeLosses {
+    /// The decoded quantised latent, what the reconstruction loss compared with `x`.
+    pub decoded: Tensor,
     pub reconstruction: Tensor,
     /// `None` with EMA updates.
     pub codebook: Option<Tensor>,
@@ -662,13 +667,14 @@ impl VqVae {
     pub fn loss(&self, x: &Tensor) -> Result<VqVaeLosses> {
         let encoded = self.encode(x)?;
         let quantized = self.quantize(&encoded)?;
-        let reconstruction = self.cfg.reconstruction.loss(&self.decode(&quantized.latent)?, x)?;
+        let decoded = self.decode(&quantized.latent)?;
+        let reconstruction = self.cfg.reconstruction.loss(&decoded, x)?;
         let Quantized { codebook_loss: codebook, commitment_loss: commitment, indices, .. } = quantized;
         let total = match &codebook {
             Some(codebook) => ((&reconstruction + codebook)? + (&commitment * self.cfg.beta)?)?,
             None => (&reconstruction + (&commitment * self.cfg.beta)?)?,
         };
-        Ok(VqVaeLosses { reconstruction, codebook, commitment, total, encoded, indices })
+        Ok(VqVaeLosses { decoded, reconstruction, codebook, commitment, total, encoded, indices })
     }
 
     /// The EMA update of the codebook (see the module documentation) from a training step's

@@ -9,11 +9,13 @@
 //!
 //! Training batches are augmented with the `augment` preset (`data::augment`; `vae` by default).
 //!
-//! Not yet run: the LPIPS perceptual loss (`perceptual_weight > 0`) needs the LPIPS network of the
-//! evaluate issue, and the adversarial phase (`adv_weight > 0`) is not wired to the PatchGAN yet;
-//! both are refused with a message rather than silently dropped.
+//! With `perceptual_weight > 0` the loss adds that weight times the LPIPS (AlexNet-lin,
+//! `metrics::lpips`, from the user's `lpips_weights`) between the decoded training batch and the
+//! batch, every channel of every axial slice a grey image pair: the 2.5D perceptual loss for 3D
+//! compressors. Not yet run: the adversarial phase (`adv_weight > 0`) is not wired to the
+//! PatchGAN; it is refused with a message rather than silently dropped.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
@@ -21,7 +23,10 @@ use medgen_lang::value::Value;
 use super::compressor::{Compressor, CompressorSpec, COMPRESSOR_SPEC};
 use super::stage_io::{augment_param, float_param, input_dir, seed_param, strings_param, view_for, write_json};
 use crate::data::augment::Preset;
+use crate::data::layout::DatasetMeta;
 use crate::data::loader::{Batch, Loader};
+use crate::metrics::lpips::{InputRange, Lpips};
+use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::split::Split;
 use crate::train::rng::{var_builder, Purpose, Stream, Streams};
 use crate::train::trainer::{failed, model_error, train, trainable, Objective, TrainConfig, ValSums};
@@ -35,12 +40,6 @@ impl StageRunner for Compress {
 
     fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
         let p = &cx.instance.params;
-        if float_param(p, "perceptual_weight") > 0.0 {
-            return Err(failed(
-                "the LPIPS perceptual loss is not available yet (it comes with the evaluate stage's LPIPS): \
-                 set `perceptual_weight = 0` to train with the reconstruction loss alone",
-            ));
-        }
         if float_param(p, "adv_weight") > 0.0 {
             return Err(failed("the adversarial phase is not wired yet: set `adv_weight = 0`"));
         }
@@ -48,6 +47,7 @@ impl StageRunner for Compress {
         let spec =
             CompressorSpec::from_value(p.get("model").unwrap_or(&Value::None), images.clone()).map_err(failed)?;
         let device = crate::device::select().map_err(failed)?;
+        let perceptual = perceptual_loss(cx, &device)?;
         let cfg = TrainConfig::from_params(p);
         let batch = p.get("batch").and_then(Value::as_i64).unwrap_or(16) as usize;
         let data = input_dir(cx, "data")?;
@@ -64,7 +64,8 @@ impl StageRunner for Compress {
                 "batch augmentation (mixup, cutmix) is not implemented yet: set `batch_augment = none`",
             ));
         }
-        let mut objective = Reconstruct { model: &model, augment, codes: None };
+        let mut objective =
+            Reconstruct { model: &model, augment, codes: None, perceptual: perceptual.as_ref().map(|(l, w)| (l, *w)) };
         let params = trainable(&varmap, &model.buffers());
         let report = train(cx, &varmap, params, &mut objective, (&train_data, &val_data), &cfg)?;
 
@@ -82,11 +83,48 @@ impl StageRunner for Compress {
     }
 }
 
+/// The LPIPS network and the perceptual loss's weight, when `perceptual_weight > 0`.
+fn perceptual_loss(cx: &RunContext<'_>, device: &Device) -> Result<Option<(Lpips, f64)>, StageError> {
+    let weight = float_param(&cx.instance.params, "perceptual_weight");
+    if weight <= 0.0 {
+        return Ok(None);
+    }
+    let path = cx.files.get("lpips_weights").ok_or_else(|| {
+        failed(format!(
+            "the perceptual loss (`perceptual_weight = {weight}`) needs the LPIPS network: set `lpips_weights = \
+             \"path/to/lpips-alex.safetensors\"` (docs/weights.md shows the one-time conversion of the official \
+             weights), or `perceptual_weight = 0` to train with the reconstruction loss alone"
+        ))
+    })?;
+    let data = DatasetMeta::read(&input_dir(cx, "data")?).map_err(failed)?;
+    let [_, height, width] = data.shape;
+    if height.min(width) < MIN_INPUT_SIDE {
+        return Err(failed(format!(
+            "the perceptual loss compares slices of at least {MIN_INPUT_SIDE}×{MIN_INPUT_SIDE} pixels (AlexNet's \
+             smallest input), these are {height}×{width}: set `perceptual_weight = 0`"
+        )));
+    }
+    let lpips = Lpips::load(path, InputRange::Unit, device).map_err(|e| failed(e.to_string()))?;
+    Ok(Some((lpips, weight)))
+}
+
 struct Reconstruct<'a> {
     model: &'a Compressor,
     augment: Preset,
+    /// LPIPS and its weight in the loss.
+    perceptual: Option<(&'a Lpips, f64)>,
     /// The last training step's VQ latent and codes, for the EMA codebook update.
     codes: Option<(Tensor, Tensor)>,
+}
+
+impl Reconstruct<'_> {
+    /// `total` plus the weighted perceptual loss of `decoded` against `x`, when there is one.
+    fn with_perceptual(&self, total: Tensor, decoded: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.perceptual {
+            Some((lpips, weight)) => total + (lpips.loss(decoded, x)? * weight)?,
+            None => Ok(total),
+        }
+    }
 }
 
 impl Objective for Reconstruct<'_> {
@@ -101,14 +139,15 @@ impl Objective for Reconstruct<'_> {
                 shape[1] = m.latent_channels();
                 shape[2..].iter_mut().for_each(|s| *s /= m.scale_factor());
                 let noise = streams.get(Purpose::Noise).normal(shape, x.device())?;
-                Ok(m.loss(x, &noise)?.total)
+                let losses = m.loss(x, &noise)?;
+                self.with_perceptual(losses.total, &losses.decoded, x)
             }
             Compressor::Vq(m) => {
                 let losses = m.loss(x)?;
                 if !m.ema_buffer_names().is_empty() {
                     self.codes = Some((losses.encoded.detach(), losses.indices));
                 }
-                Ok(losses.total)
+                self.with_perceptual(losses.total, &losses.decoded, x)
             }
         }
     }

@@ -42,6 +42,12 @@ impl Compress {
                 "weight of the LPIPS perceptual loss",
             ),
             ParamSig::new(
+                "lpips_weights",
+                Type::optional(Type::Path),
+                ParamDefault::Value(Value::None),
+                "safetensors with LPIPS AlexNet and linear heads, for the perceptual loss (docs/weights.md)",
+            ),
+            ParamSig::new(
                 "adv_weight",
                 Type::float(0.0, 10.0),
                 ParamDefault::Value(Value::Float(0.0)),
