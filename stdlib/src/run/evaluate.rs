@@ -367,6 +367,8 @@ fn distribution(
     if settings.wants("kid") {
         let k = kid_2p5d(&real, &fake, &kid_config).map_err(|e| error(&e))?;
         report.distribution("kid", modality, k.combined);
+        let std = k.axes.iter().map(|a| a.kid.std).sum::<f64>() / k.axes.len() as f64;
+        report.distribution("kid_std", modality, std);
         for axis in &k.axes {
             report.detail(format!("kid_{modality}_{}", axis.axis.name()), axis.kid.mean);
             report.detail(format!("kid_std_{modality}_{}", axis.axis.name()), axis.kid.std);

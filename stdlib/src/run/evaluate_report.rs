@@ -129,9 +129,9 @@ impl Report {
                 out.insert(metric.clone(), per_image.iter().sum::<f64>() / per_image.len() as f64);
             }
         }
-        if out.contains_key("kid") {
-            let stds: Vec<f64> = self.images.iter().filter_map(|i| out.get(&format!("kid_std_{i}")).copied()).collect();
-            out.insert("kid_std".into(), stds.iter().sum::<f64>() / stds.len().max(1) as f64);
+        let stds: Vec<f64> = self.images.iter().filter_map(|i| out.get(&format!("kid_std_{i}")).copied()).collect();
+        if !stds.is_empty() {
+            out.insert("kid_std".into(), stds.iter().sum::<f64>() / stds.len() as f64);
         }
         out
     }
