@@ -149,16 +149,17 @@ fn a_dataset_against_itself_scores_perfectly_and_reconstructions_do_not() {
 }
 
 #[test]
-fn missing_weights_fail_before_anything_is_computed() {
+fn missing_weights_are_refused_before_anything_runs() {
     let pipeline =
         PIPELINE.replace("lpips_weights   = \"weights/lpips.safetensors\"\n  feature_weights", "feature_weights");
     let dir = project("missing", &pipeline);
     write_networks(&dir);
     let o = medgen(&dir, &["run", "p.mg"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "the checker stops it before anything runs: {}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("`lpips` needs the network's weights: set `lpips_weights"), "{err}");
+    assert!(err.contains("E0122") && err.contains("`lpips` cannot run without a pretrained network"), "{err}");
     assert!(err.contains("docs/weights.md"), "{err}");
+    assert!(!dir.join(".medgen/objects").exists() || fs::read_dir(dir.join(".medgen/objects")).unwrap().count() == 0);
 }
 
 /// A patient's volume from a closed-form pattern in [0.2, 0.7]: a range that percentile
@@ -242,6 +243,9 @@ stage vae = compress(brain) {{
 
     let missing = project("no-weights", &stage("0.5", ""));
     let o = medgen(&missing, &["run", "p.mg"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("needs the LPIPS network: set `lpips_weights"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "the checker refuses it: {}", stderr(&o));
+    assert!(stderr(&o).contains("E0122"), "{}", stderr(&o));
+    let unset = project("unset", &stage("0", "").replace("perceptual_weight = 0\n", ""));
+    let o = medgen(&unset, &["check", "p.mg"]);
+    assert!(o.status.success(), "without weights the derived perceptual weight is 0: {}", stderr(&o));
 }

@@ -45,6 +45,7 @@ codes! {
     SAMPLING_SETUP = "E0119", Error, "guidance, a decoder or conditions that do not fit the denoiser";
     METRIC_NOT_APPLICABLE = "E0120", Error, "a metric that cannot be computed on what is evaluated";
     SCOREAUG_WITHOUT_OMEGA = "E0121", Error, "ScoreAug rotations or flips without omega conditioning";
+    MISSING_WEIGHTS = "E0122", Error, "a metric or loss needs a pretrained network whose weights file is not given";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
     MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
@@ -90,6 +91,7 @@ pub enum Pitfall {
     LatentWithoutStabilisers { missing: Vec<String> },
     CfgDropoutUnconditional { mode: String },
     MsSsimFewScales { scales: i64, size: i64 },
+    MissingWeights { what: String, param: &'static str },
 }
 
 fn names(items: &[String]) -> String {
@@ -196,6 +198,9 @@ impl fmt::Display for Pitfall {
             MsSsimFewScales { scales, size } => {
                 write!(f, "MS-SSIM runs with {scales} scale{} at {size} pixels", if *scales == 1 { "" } else { "s" })
             }
+            MissingWeights { what, param } => {
+                write!(f, "{what} cannot run without a pretrained network, and `{param}` is not set")
+            }
         }
     }
 }
@@ -235,6 +240,7 @@ impl DiagnosticKind for Pitfall {
             StructuredLatentF32 => &STRUCTURED_LATENT_F32,
             LatentWithoutStabilisers { .. } => &LATENT_WITHOUT_STABILISERS,
             MsSsimFewScales { .. } => &MS_SSIM_SCALES,
+            MissingWeights { .. } => &MISSING_WEIGHTS,
         }
     }
 
@@ -302,7 +308,9 @@ impl DiagnosticKind for Pitfall {
                  metrics (`fid`, `kid`, `cmmd`), or sample a mask-conditioned mode with `conditions: DATASET.test`"
                     .into()
             }
-            MaskMetricOnImages { .. } => "evaluate a seg-mode sampler with mask metrics".into(),
+            MaskMetricOnImages { .. } => {
+                "measure masks with these: a mask compressor's reconstructions, or a dataset's masks".into()
+            }
             MsSsimTooManyScales { max: 0, .. } => "remove `ms_ssim` from `metrics`, or evaluate larger images".into(),
             MsSsimTooManyScales { max, .. } => format!("set `ms_ssim_scales = {max}` or evaluate larger images"),
             ScoreAugWithoutOmega { .. } => "set `omega: true`, or use only translation and cutout".into(),
@@ -313,6 +321,10 @@ impl DiagnosticKind for Pitfall {
             MsSsimFewScales { .. } => {
                 "scores are not comparable with 5-scale MS-SSIM; evaluate larger images to compare".into()
             }
+            MissingWeights { param, .. } => format!(
+                "set `{param} = \"path/to/file.safetensors\"`; docs/weights.md shows the one-time conversion of the \
+                 published weights"
+            ),
         })
     }
 }

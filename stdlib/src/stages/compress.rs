@@ -38,7 +38,7 @@ impl Compress {
             ParamSig::new(
                 "perceptual_weight",
                 Type::float(0.0, 10.0),
-                ParamDefault::Derived("1e-3 for images, 0 for masks"),
+                ParamDefault::Derived("1e-3 for images when `lpips_weights` is given, otherwise 0"),
                 "weight of the LPIPS perceptual loss",
             ),
             ParamSig::new(
@@ -124,11 +124,18 @@ impl StageKind for Compress {
             cx.error(Pitfall::SegMixedIntoImages { others }, images_span);
         }
         data.require(cx, &images, "`compress`", images_span);
+        let has_lpips = !cx.value("lpips_weights").is_none();
         if !cx.is_set("perceptual_weight") {
-            cx.derive("perceptual_weight", Value::Float(if seg_only { 0.0 } else { DEFAULT_PERCEPTUAL_WEIGHT }));
-        } else if seg_only && cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
+            let weight = if seg_only || !has_lpips { 0.0 } else { DEFAULT_PERCEPTUAL_WEIGHT };
+            cx.derive("perceptual_weight", Value::Float(weight));
+        } else if cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
             let span = cx.span_of("perceptual_weight");
-            cx.error(Pitfall::PerceptualLossOnSeg { what: "a mask compressor".into() }, span);
+            if seg_only {
+                cx.error(Pitfall::PerceptualLossOnSeg { what: "a mask compressor".into() }, span);
+            } else if !has_lpips {
+                let what = "the perceptual loss (`perceptual_weight`)".to_string();
+                cx.error(Pitfall::MissingWeights { what, param: "lpips_weights" }, span);
+            }
         }
         check_gan_betas(cx);
         data.require_training_splits(cx, cx.decl_span);

@@ -189,6 +189,17 @@ impl StageKind for Evaluate {
                 cx.error(Pitfall::PairedMetricUnpaired { metric: metric.clone(), mode: mode.clone() }, span);
             }
         }
+        for (param, needing) in [
+            ("lpips_weights", &["lpips", "lpips_3d"][..]),
+            ("feature_weights", &["fid", "kid"][..]),
+            ("cmmd_weights", &["cmmd"][..]),
+        ] {
+            let wanted: Vec<&String> = metrics.iter().filter(|m| needing.contains(&m.as_str())).collect();
+            if !wanted.is_empty() && cx.value(param).is_none() {
+                let what = wanted.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" and ");
+                cx.error(Pitfall::MissingWeights { what, param }, span);
+            }
+        }
         if has_masks && cx.value("binarize_seg").as_bool() == Some(false) {
             let span = cx.span_of("binarize_seg");
             cx.error(Pitfall::SegNotThresholded, span);
