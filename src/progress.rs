@@ -96,6 +96,7 @@ impl Observer for Progress {
                 }
             },
             Event::Finished { name, outcome } => {
+                self.logged.lock().expect("progress lock").remove(&name);
                 if let Some(b) = &self.bars {
                     if let Some(bar) = b.running.lock().expect("progress lock").remove(&name) {
                         bar.finish_and_clear();

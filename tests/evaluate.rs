@@ -8,31 +8,18 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
+use common::{medgen, stderr};
 use medgen_stdlib::metrics::lpips::Lpips;
 use medgen_stdlib::nn::resnet::{ResNet50, ResNetVariant};
 
+mod common;
+
 fn project(name: &str, pipeline: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medgen-evaluate-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("weights")).expect("create the project dir");
-    fs::write(dir.join("p.mg"), pipeline).expect("write the pipeline");
+    let dir = common::project("evaluate", name, pipeline);
+    fs::create_dir_all(dir.join("weights")).expect("create the weights dir");
     dir
-}
-
-fn medgen(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medgen"))
-        .args(args)
-        .current_dir(dir)
-        .env("MEDGEN_DEVICE", "cpu")
-        .output()
-        .expect("run medgen")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Writes `shapes` as a safetensors file of deterministic values that keep activations alive

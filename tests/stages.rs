@@ -8,29 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{medgen, stderr};
 use medgen_stdlib::io::nifti::load_nifti;
+
+mod common;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn project(name: &str, pipeline: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medgen-stages-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the project dir");
-    fs::write(dir.join("p.mg"), pipeline).expect("write the pipeline");
-    dir
-}
-
-fn medgen(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medgen"))
-        .args(args)
-        .current_dir(dir)
-        .env("MEDGEN_DEVICE", "cpu")
-        .output()
-        .expect("run medgen")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    common::project("stages", name, pipeline)
 }
 
 /// The instances a run reports as run, in order.

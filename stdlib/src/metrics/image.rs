@@ -216,6 +216,10 @@ pub fn psnr(x: Image<'_>, y: Image<'_>, data_range: f64) -> Result<f64, ImageMet
     Ok(20.0 * data_range.log10() - 10.0 * mse.log10())
 }
 
+/// The largest PSNR medgen reports (`compress`'s validation, `evaluate`): identical images have
+/// +∞, which JSON (and so the store and `expect`) cannot hold. [`psnr`] itself is uncapped.
+pub const PSNR_CAP_DB: f64 = 100.0;
+
 /// Values per partial sum in [`psnr`]: fixed, so the result does not depend on the thread count.
 const SUM_CHUNK: usize = 1 << 16;
 

@@ -25,6 +25,7 @@ use super::stage_io::{augment_param, float_param, input_dir, seed_param, strings
 use crate::data::augment::Preset;
 use crate::data::layout::DatasetMeta;
 use crate::data::loader::{Batch, Loader};
+use crate::metrics::image::PSNR_CAP_DB;
 use crate::metrics::lpips::{InputRange, Lpips};
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::split::Split;
@@ -175,11 +176,7 @@ impl Objective for Reconstruct<'_> {
     }
 }
 
-/// PSNR in dB for data range 1, capped at 100 dB for a perfect reconstruction.
+/// PSNR in dB for data range 1, capped at [`PSNR_CAP_DB`] for a perfect reconstruction.
 fn psnr(mse: f64) -> f64 {
-    if mse <= 1e-10 {
-        100.0
-    } else {
-        -10.0 * mse.log10()
-    }
+    (-10.0 * mse.log10()).min(PSNR_CAP_DB)
 }

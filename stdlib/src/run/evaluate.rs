@@ -30,9 +30,10 @@ use super::evaluate_subject::{Case, Reference, Subject};
 use super::stage_io::{int_param, seed_param, strings_param};
 use crate::data::tumours::Geometry;
 use crate::data::volume::Volume;
+use crate::io::nifti::BINARY_THRESHOLD_GENERATED;
 use crate::metrics::distribution::{fid, fid_2p5d, kid, kid_2p5d, KidConfig};
 use crate::metrics::features::{FeatureCache, FeatureExtractor, Features, VolumeFeatures};
-use crate::metrics::image::{mean_over_slices, ms_ssim, psnr, ssim, Image, SsimConfig};
+use crate::metrics::image::{mean_over_slices, ms_ssim, psnr, ssim, Image, SsimConfig, PSNR_CAP_DB};
 use crate::metrics::lpips::{InputRange, Lpips, SliceAxis, VolumeLpipsConfig};
 use crate::metrics::regional::{ModalityAccumulators, TumourMap};
 use crate::metrics::segmentation::{score, BinaryMask, MaskRole};
@@ -41,10 +42,6 @@ use crate::vocab::{DISTRIBUTION_METRICS, PAIRED_METRICS, SEG};
 
 /// Data range of medgen's intensities: volumes are normalised to [0, 1].
 const DATA_RANGE: f64 = 1.0;
-
-/// PSNR of identical volumes is +∞, which JSON (and so the store and `expect`) cannot hold:
-/// reported PSNR is capped here, as `compress` caps its validation PSNR.
-const PSNR_CAP_DB: f64 = 100.0;
 
 pub struct Evaluate;
 
@@ -81,7 +78,7 @@ impl StageRunner for Evaluate {
         let settings = Settings {
             metrics: strings_param(p, "metrics"),
             dims: int_param(p, "dims", 3),
-            threshold: p.get("seg_threshold").and_then(Value::as_f64).unwrap_or(0.5) as f32,
+            threshold: p.get("seg_threshold").and_then(Value::as_f64).map_or(BINARY_THRESHOLD_GENERATED, |t| t as f32),
             binarize: p.get("binarize_seg").and_then(Value::as_bool).unwrap_or(true),
             lpips_chunk: int_param(p, "lpips_chunk", 32).max(1),
             ms_ssim_scales: int_param(p, "ms_ssim_scales", 5),
@@ -206,6 +203,10 @@ fn score_paired(
     } else {
         None
     };
+    let tumours = match (settings.wants("regional"), &reference_mask) {
+        (true, Some(mask)) => Some(TumourMap::new(mask, Geometry::Volume)),
+        _ => None,
+    };
     for (modality, generated) in &case.images {
         let truth = reference.volume(patient, modality)?;
         if truth.shape != generated.shape {
@@ -215,9 +216,8 @@ fn score_paired(
             )));
         }
         image_metrics(modality, &truth, generated, settings, networks, scores).map_err(context)?;
-        if let (true, Some(mask)) = (settings.wants("regional"), &reference_mask) {
-            let tumours = TumourMap::new(mask, Geometry::Volume);
-            regional.add(modality, &truth, generated, &tumours).map_err(|e| context(e.to_string()))?;
+        if let Some(tumours) = &tumours {
+            regional.add(modality, &truth, generated, tumours).map_err(|e| context(e.to_string()))?;
         }
     }
     if let (Some(seg), Some(truth)) = (&case.seg, &reference_mask) {

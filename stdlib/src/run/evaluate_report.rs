@@ -116,7 +116,11 @@ impl Report {
 
     /// Every metric by name, as `expect` sees them.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
-        let mut out: BTreeMap<String, f64> = self.summaries().into_iter().map(|(k, s)| (k, s.mean)).collect();
+        self.metrics_from(&self.summaries())
+    }
+
+    fn metrics_from(&self, summaries: &BTreeMap<String, Summary>) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = summaries.iter().map(|(k, s)| (k.clone(), s.mean)).collect();
         out.extend(self.dataset.iter().map(|(k, v)| (k.clone(), *v)));
         for metric in &self.metrics {
             if metric == "regional" {
@@ -158,18 +162,19 @@ impl Report {
 
     /// Writes `metrics.json`, `per_volume.json`, `per_volume.csv` and `report.md` to `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), StageError> {
-        let metrics = self.metrics();
+        let summaries = self.summaries();
+        let metrics = self.metrics_from(&summaries);
         write_json(
             dir,
             "metrics.json",
-            &serde_json::json!({ "metrics": metrics, "per_volume": self.summaries(), "regional": self.regional }),
+            &serde_json::json!({ "metrics": metrics, "per_volume": summaries, "regional": self.regional }),
         )?;
         write_json(dir, "per_volume.json", &self.cases)?;
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| failed(format!("cannot write {name}: {e}")))
         };
         write("per_volume.csv", self.csv())?;
-        write("report.md", self.table(&metrics))
+        write("report.md", table(&metrics, &summaries))
     }
 
     fn csv(&self) -> String {
@@ -189,17 +194,17 @@ impl Report {
         }
         text
     }
+}
 
-    fn table(&self, metrics: &BTreeMap<String, f64>) -> String {
-        let summaries = self.summaries();
-        let mut text = String::from("| metric | value | std over volumes | volumes |\n|---|---:|---:|---:|\n");
-        for (name, value) in metrics {
-            match summaries.get(name) {
-                Some(s) => writeln!(text, "| {name} | {value:.6} | {:.6} | {} |", s.std, s.volumes),
-                None => writeln!(text, "| {name} | {value:.6} | | |"),
-            }
-            .expect("writing to a String cannot fail");
+/// The metrics as a Markdown table, with each per-volume score's spread and count.
+fn table(metrics: &BTreeMap<String, f64>, summaries: &BTreeMap<String, Summary>) -> String {
+    let mut text = String::from("| metric | value | std over volumes | volumes |\n|---|---:|---:|---:|\n");
+    for (name, value) in metrics {
+        match summaries.get(name) {
+            Some(s) => writeln!(text, "| {name} | {value:.6} | {:.6} | {} |", s.std, s.volumes),
+            None => writeln!(text, "| {name} | {value:.6} | | |"),
         }
-        text
+        .expect("writing to a String cannot fail");
     }
+    text
 }

@@ -55,7 +55,7 @@ impl Reference {
 
     /// One modality of a reference patient.
     pub fn volume(&self, patient: &str, modality: &str) -> Result<Volume, StageError> {
-        load_nifti(&volume_path(&self.dir, patient, modality)).map_err(|e| failed(e.to_string()))
+        read(&volume_path(&self.dir, patient, modality))
     }
 }
 

@@ -18,8 +18,8 @@ use super::compress::model_axes;
 use super::DatasetView;
 
 /// Threshold that turns generated mask probabilities into binary masks, when the file does not
-/// say (seed pitfalls 36 and 79: one named threshold, used everywhere).
-pub const SEG_THRESHOLD: f64 = 0.5;
+/// say (seed pitfalls 36 and 79: one named threshold, used everywhere): `binarize_seg`'s.
+pub const SEG_THRESHOLD: f64 = crate::io::nifti::BINARY_THRESHOLD_GENERATED as f64;
 
 /// MS-SSIM's Gaussian window (Wang et al. 2003; pytorch-msssim's default).
 pub const MS_SSIM_WINDOW: i64 = 11;
