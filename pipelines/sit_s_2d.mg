@@ -27,7 +27,6 @@ stage gen = sample(sit, conditions: mets.test) {
 }
 
 stage scores = evaluate(gen, reference: mets.test) {
-  metrics         = [fid, kid, cmmd]
+  metrics         = [fid, kid]
   feature_weights = "weights/resnet50.safetensors"
-  cmmd_weights    = "weights/biomedclip.safetensors"
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use medgen_lang::checked::{CheckedExpect, CheckedPipeline};
-use medgen_lang::signature::{Registry, Type};
+use medgen_lang::signature::{path_params, DataKind, Registry};
 use medgen_lang::value::Value;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -23,11 +23,21 @@ pub struct Instance {
     /// Parameter values that are file paths, by dotted position (`inputs.raw`), relative to the
     /// pipeline file. Their contents, not their names, go into the cache key.
     pub files: BTreeMap<String, String>,
-    /// Typed inputs: input name → (upstream node, selected part such as a split).
-    pub inputs: BTreeMap<String, (NodeIndex, Option<String>)>,
+    /// Typed inputs by input name.
+    pub inputs: BTreeMap<String, InputEdge>,
     /// Stages whose output files this one reads through `{STAGE.OUTPUT}`.
     pub placeholders: BTreeMap<String, NodeIndex>,
     pub expects: Vec<CheckedExpect>,
+}
+
+/// An input of an instance: the upstream instance, the part of its output selected, and what
+/// that part is, so that a runner knows its input's kind without looking at its files.
+#[derive(Clone, Debug)]
+pub struct InputEdge {
+    pub node: NodeIndex,
+    /// The selected part, such as the split `test` of `brain.test`.
+    pub field: Option<String>,
+    pub kind: DataKind,
 }
 
 /// The lowered pipeline. Edges point from upstream to downstream.
@@ -50,7 +60,10 @@ impl Dag {
                 let inputs = stage
                     .inputs
                     .iter()
-                    .filter_map(|i| upstream(&i.stage).map(|n| (i.name.clone(), (n, i.field.clone()))))
+                    .filter_map(|i| {
+                        let edge = |node| InputEdge { node, field: i.field.clone(), kind: i.kind };
+                        upstream(&i.stage).map(|n| (i.name.clone(), edge(n)))
+                    })
                     .collect();
                 let params: BTreeMap<String, Value> =
                     inst.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect();
@@ -58,7 +71,7 @@ impl Dag {
                 if let Some(sig) = &signature {
                     for p in &sig.params {
                         if let Some(v) = params.get(p.name) {
-                            collect_paths(p.name, v, &p.ty, &mut files);
+                            files.extend(path_params(p.name, v, &p.ty).into_iter().map(|f| (f.position, f.path)));
                         }
                     }
                 }
@@ -97,43 +110,6 @@ impl Dag {
 
     pub fn find(&self, name: &str) -> Option<NodeIndex> {
         self.order.iter().copied().find(|n| self.graph[*n].name == name)
-    }
-}
-
-/// Walks a value with its type and records every path-typed leaf by dotted position.
-fn collect_paths(at: &str, value: &Value, ty: &Type, out: &mut BTreeMap<String, String>) {
-    match (ty, value) {
-        (Type::Path, Value::Str(path)) => {
-            out.insert(at.to_string(), path.clone());
-        }
-        (Type::Optional(inner), v) => collect_paths(at, v, inner, out),
-        (Type::Map { value: inner }, Value::Record(fields)) => {
-            for (k, v) in fields {
-                collect_paths(&format!("{at}.{k}"), v, inner, out);
-            }
-        }
-        (Type::Record { fields: sigs, .. }, Value::Record(fields)) => {
-            for sig in sigs {
-                if let Some(v) = fields.get(sig.name) {
-                    collect_paths(&format!("{at}.{}", sig.name), v, &sig.ty, out);
-                }
-            }
-        }
-        (Type::List { item, .. }, Value::List(items)) => {
-            for (i, v) in items.iter().enumerate() {
-                collect_paths(&format!("{at}.{i}"), v, item, out);
-            }
-        }
-        (Type::Variant { ctors, .. }, Value::Ctor { name, args }) => {
-            if let Some(ctor) = ctors.iter().find(|c| c.name == name) {
-                for sig in &ctor.params {
-                    if let Some(v) = args.get(sig.name) {
-                        collect_paths(&format!("{at}.{}", sig.name), v, &sig.ty, out);
-                    }
-                }
-            }
-        }
-        _ => {}
     }
 }
 

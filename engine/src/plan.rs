@@ -55,9 +55,9 @@ pub fn instance_key(
     }
     let mut upstream = BTreeMap::new();
     let mut upstream_instances = BTreeMap::new();
-    for (input, (up, field)) in &inst.inputs {
-        upstream.insert(input.clone(), UpstreamKey { output: outputs[up], field: field.clone() });
-        upstream_instances.insert(input.clone(), dag.instance(*up).name.clone());
+    for (input, edge) in &inst.inputs {
+        upstream.insert(input.clone(), UpstreamKey { output: outputs[&edge.node], field: edge.field.clone() });
+        upstream_instances.insert(input.clone(), dag.instance(edge.node).name.clone());
     }
     for (stage, up) in &inst.placeholders {
         let name = format!("{{{stage}}}");

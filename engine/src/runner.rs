@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use medgen_lang::signature::DataKind;
+
 use crate::dag::Instance;
 
 /// Runs instances of one stage kind.
@@ -32,6 +34,8 @@ pub struct UpstreamData {
     pub dir: PathBuf,
     /// The part selected, e.g. the split `test` of `brain.test`.
     pub field: Option<String>,
+    /// What the selected part is (the checker typed it).
+    pub kind: DataKind,
 }
 
 /// Everything one attempt at an instance gets.

@@ -376,11 +376,12 @@ fn attempt(
     let inputs = inst
         .inputs
         .iter()
-        .map(|(name, (up, field))| {
+        .map(|(name, edge)| {
             let data = UpstreamData {
-                instance: dag.instance(*up).name.clone(),
-                dir: upstream[up].out_dir(),
-                field: field.clone(),
+                instance: dag.instance(edge.node).name.clone(),
+                dir: upstream[&edge.node].out_dir(),
+                field: edge.field.clone(),
+                kind: edge.kind,
             };
             (name.clone(), data)
         })

@@ -44,6 +44,7 @@ codes! {
     BAD_OVERRIDE = "E0028", Error, "a `--set` override is malformed or names nothing";
     ARITHMETIC = "E0029", Error, "a number or an arithmetic expression is invalid";
     PLACEHOLDER = "E0030", Error, "a `{...}` placeholder in a shell command names nothing";
+    PATH_UNREADABLE = "E0031", Error, "a file or directory the pipeline names is missing or unreadable";
     UNUSED_CONSTANT = "W0001", Warning, "a constant is defined but never used";
 }
 
@@ -88,6 +89,7 @@ pub enum ErrorKind {
     DivisionByZero,
     Overflow,
     PlaceholderUnknown { placeholder: String, reason: String },
+    PathUnreadable { path: String, param: String, kind: &'static str, reason: String, base: String },
     UnusedConstant { name: String },
     ConstantCycle { path: Vec<String> },
     OverrideWholeStage { stage: String },
@@ -181,6 +183,9 @@ impl fmt::Display for ErrorKind {
             DivisionByZero => write!(f, "division by zero"),
             Overflow => write!(f, "integer arithmetic overflows"),
             PlaceholderUnknown { placeholder, reason } => write!(f, "`{{{placeholder}}}` {reason}"),
+            PathUnreadable { path, param, kind, reason, .. } => {
+                write!(f, "`{param}` names the {kind} \"{path}\", which {reason}")
+            }
             UnusedConstant { name } => write!(f, "constant `{name}` is never used"),
             ConstantCycle { path } => write!(f, "constants refer to each other in a circle: {}", path.join(" -> ")),
             OverrideWholeStage { stage } => write!(f, "`--set` names the whole of `{stage}`; it sets one parameter"),
@@ -217,6 +222,7 @@ impl DiagnosticKind for ErrorKind {
             OverrideSyntax { .. } | OverrideUnknownStage { .. } => &BAD_OVERRIDE,
             IntTooLarge | FloatNotFinite | NotANumber { .. } | DivisionByZero | Overflow => &ARITHMETIC,
             PlaceholderUnknown { .. } => &PLACEHOLDER,
+            PathUnreadable { .. } => &PATH_UNREADABLE,
             UnusedConstant { .. } => &UNUSED_CONSTANT,
             ConstantCycle { .. } => &CYCLE,
             OverrideWholeStage { .. } => &BAD_OVERRIDE,
@@ -274,6 +280,11 @@ impl DiagnosticKind for ErrorKind {
             DivisionByZero | Overflow => return None,
             PlaceholderUnknown { .. } => {
                 "placeholders are {in.NAME}, {params.NAME}, {out.NAME} and {STAGE.OUTPUT}".into()
+            }
+            PathUnreadable { base, .. } => {
+                format!(
+                    "relative paths start in the pipeline file's directory ({base}); fix the path, or create the file"
+                )
             }
             UnusedConstant { .. } => {
                 "use it in a value, or remove it; a misspelt reference elsewhere may mean to".into()

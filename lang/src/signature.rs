@@ -40,6 +40,77 @@ impl fmt::Display for DataKind {
     }
 }
 
+/// What a [`Type::Path`] must name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    File,
+    Dir,
+    /// A file or a directory (a shell stage's inputs).
+    Any,
+}
+
+impl PathKind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            PathKind::File => "file",
+            PathKind::Dir => "directory",
+            PathKind::Any => "file or directory",
+        }
+    }
+}
+
+/// A path in a parameter value: where it sits (`inputs.raw`), what it says, and what it must
+/// name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathParam {
+    pub position: String,
+    pub path: String,
+    pub kind: PathKind,
+}
+
+/// The paths in `value`, a value of type `ty` found at `position`, in the value's order.
+pub fn path_params(position: &str, value: &Value, ty: &Type) -> Vec<PathParam> {
+    let mut out = Vec::new();
+    collect_paths(position, value, ty, &mut out);
+    out
+}
+
+fn collect_paths(at: &str, value: &Value, ty: &Type, out: &mut Vec<PathParam>) {
+    match (ty, value) {
+        (Type::Path(kind), Value::Str(path)) => {
+            out.push(PathParam { position: at.to_string(), path: path.clone(), kind: *kind });
+        }
+        (Type::Optional(inner), v) => collect_paths(at, v, inner, out),
+        (Type::Map { value: inner }, Value::Record(fields)) => {
+            for (k, v) in fields {
+                collect_paths(&format!("{at}.{k}"), v, inner, out);
+            }
+        }
+        (Type::Record { fields: sigs, .. }, Value::Record(fields)) => {
+            for sig in sigs {
+                if let Some(v) = fields.get(sig.name) {
+                    collect_paths(&format!("{at}.{}", sig.name), v, &sig.ty, out);
+                }
+            }
+        }
+        (Type::List { item, .. }, Value::List(items)) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_paths(&format!("{at}.{i}"), v, item, out);
+            }
+        }
+        (Type::Variant { ctors, .. }, Value::Ctor { name, args }) => {
+            if let Some(ctor) = ctors.iter().find(|c| c.name == name) {
+                for sig in &ctor.params {
+                    if let Some(v) = args.get(sig.name) {
+                        collect_paths(&format!("{at}.{}", sig.name), v, &sig.ty, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// An inclusive or exclusive numeric bound.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bound {
@@ -60,8 +131,9 @@ pub enum Type {
         max: Option<Bound>,
     },
     Str,
-    /// A file or directory path, relative to the pipeline file.
-    Path,
+    /// A path relative to the pipeline file, to a file or directory that must exist when the
+    /// pipeline is checked.
+    Path(PathKind),
     /// A string in which `{STAGE.OUTPUT}` placeholders refer to other stages' outputs.
     Template,
     /// One of a fixed set of names. `of` names the set in messages ("mode", "modality").
@@ -153,7 +225,9 @@ impl Type {
             Type::Int { .. } => "an integer".into(),
             Type::Float { .. } => "a number".into(),
             Type::Str | Type::Template => "a string".into(),
-            Type::Path => "a path (a string)".into(),
+            Type::Path(PathKind::File) => "a file path (a string)".into(),
+            Type::Path(PathKind::Dir) => "a directory path (a string)".into(),
+            Type::Path(PathKind::Any) => "a path (a string)".into(),
             Type::Enum { of, .. } | Type::Variant { of, .. } => with_article(of),
             Type::List { item, .. } => format!("a list of {}", plural(&item.describe())),
             Type::Record { of, .. } => format!("{} record `{{name: value, ...}}`", with_article(of)),

@@ -46,6 +46,10 @@ codes! {
     METRIC_NOT_APPLICABLE = "E0120", Error, "a metric that cannot be computed on what is evaluated";
     SCOREAUG_WITHOUT_OMEGA = "E0121", Error, "ScoreAug rotations or flips without omega conditioning";
     MISSING_WEIGHTS = "E0122", Error, "a metric or loss needs a pretrained network whose weights file is not given";
+    NOT_YET = "E0123", Error, "a feature this version of medgen cannot run yet";
+    SHAPE_MISMATCH = "E0124", Error, "volumes that must match in shape do not";
+    WINDOW_TOO_LARGE = "E0125", Error, "images smaller than a metric's or loss's window";
+    AUGMENT_ON_LATENTS = "E0126", Error, "clean-image augmentation applied to latents";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
     MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
@@ -92,6 +96,22 @@ pub enum Pitfall {
     CfgDropoutUnconditional { mode: String },
     MsSsimFewScales { scales: i64, size: i64 },
     MissingWeights { what: String, param: &'static str },
+    NotYet { feature: String, instead: String },
+    HeadsNotDividing { heads: i64, channels: i64, level: usize },
+    ConditionsShape { conditions: Vec<i64>, model: Vec<i64> },
+    ReferenceShape { subject: Vec<i64>, reference: Vec<i64> },
+    WindowTooLarge { what: String, window: i64, axis: &'static str, size: i64, fix: String },
+    AugmentOnLatents { augment: String },
+}
+
+/// `16×32×32`.
+fn shape_text(shape: &[i64]) -> String {
+    shape.iter().map(i64::to_string).collect::<Vec<_>>().join("×")
+}
+
+/// The largest divisor of `n` that is at most `limit` (at least 1).
+fn largest_divisor_at_most(n: i64, limit: i64) -> i64 {
+    (1..=limit.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
 }
 
 fn names(items: &[String]) -> String {
@@ -201,6 +221,28 @@ impl fmt::Display for Pitfall {
             MissingWeights { what, param } => {
                 write!(f, "{what} cannot run without a pretrained network, and `{param}` is not set")
             }
+            NotYet { feature, .. } => write!(f, "{feature} cannot run in this version of medgen yet"),
+            HeadsNotDividing { heads, channels, level } => {
+                write!(f, "{heads} attention heads do not divide the {channels} channels of attended level {level}")
+            }
+            ConditionsShape { conditions, model } => write!(
+                f,
+                "the conditions are volumes of {}, but the denoiser was trained on volumes of {}",
+                shape_text(conditions),
+                shape_text(model)
+            ),
+            ReferenceShape { subject, reference } => write!(
+                f,
+                "the evaluated volumes are {}, but the reference volumes are {}",
+                shape_text(subject),
+                shape_text(reference)
+            ),
+            AugmentOnLatents { augment } => {
+                write!(f, "the image augmentation preset `{augment}` is applied to latents")
+            }
+            WindowTooLarge { what, window, axis, size, .. } => {
+                write!(f, "{what} needs at least {window} pixels along every axis it slides over; the {axis} is {size}")
+            }
         }
     }
 }
@@ -241,6 +283,11 @@ impl DiagnosticKind for Pitfall {
             LatentWithoutStabilisers { .. } => &LATENT_WITHOUT_STABILISERS,
             MsSsimFewScales { .. } => &MS_SSIM_SCALES,
             MissingWeights { .. } => &MISSING_WEIGHTS,
+            NotYet { .. } => &NOT_YET,
+            HeadsNotDividing { .. } => &SIZE_MISMATCH,
+            ConditionsShape { .. } | ReferenceShape { .. } => &SHAPE_MISMATCH,
+            WindowTooLarge { .. } => &WINDOW_TOO_LARGE,
+            AugmentOnLatents { .. } => &AUGMENT_ON_LATENTS,
         }
     }
 
@@ -325,6 +372,24 @@ impl DiagnosticKind for Pitfall {
                 "set `{param} = \"path/to/file.safetensors\"`; docs/weights.md shows the one-time conversion of the \
                  published weights"
             ),
+            NotYet { instead, .. } => format!("{instead}; `medgen explain E0123` lists what is planned"),
+            HeadsNotDividing { heads, channels, .. } => {
+                format!(
+                    "use a number of heads that divides {channels}, e.g. {}",
+                    largest_divisor_at_most(*channels, *heads)
+                )
+            }
+            ConditionsShape { .. } => {
+                "condition on a split of the dataset the denoiser was trained on, or one resampled to its shape".into()
+            }
+            ReferenceShape { .. } => {
+                "evaluate against a split of the dataset the subject was made from, or one resampled to its shape"
+                    .into()
+            }
+            WindowTooLarge { fix, .. } => fix.clone(),
+            AugmentOnLatents { .. } => {
+                "set `augment = none`: flips and intensity changes of latents are not those of images".into()
+            }
         })
     }
 }

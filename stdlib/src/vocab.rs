@@ -171,7 +171,12 @@ pub fn denoiser_model() -> Type {
                         "self-attention per level",
                     ),
                     p("res_blocks", Type::int(1, Some(8)), v_int(2), "residual blocks per level"),
-                    p("heads", Type::int(1, Some(64)), v_int(4), "attention heads"),
+                    p(
+                        "heads",
+                        Type::int(1, Some(64)),
+                        v_int(4),
+                        "attention heads at every attended level; must divide its channels",
+                    ),
                 ],
             },
             transformer("dit", "Diffusion Transformer (Peebles & Xie 2023)"),

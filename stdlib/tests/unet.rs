@@ -31,7 +31,7 @@ fn config(dims: SpatialDims, attention: bool, condition: Option<Conditioning>) -
         channels: vec![8, 16],
         attention: vec![false, attention],
         res_blocks: 1,
-        head_channels: 8,
+        head_channels: vec![8, 8],
         norm_groups: 4,
         condition_dim: condition.map(|_| COND_DIM),
         conditioning: condition.unwrap_or(Conditioning::Additive),

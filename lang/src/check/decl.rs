@@ -3,11 +3,12 @@
 //! (per combination of this stage's sweep values and its inputs' variants).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::checked::{CheckedExpect, CheckedInstance, CheckedStage, CheckedSweep, ResolvedInput};
 use crate::diagnostic::Diagnostic;
 use crate::errors::ErrorKind;
-use crate::signature::{DeriveCx, Field, InputView, Origin, Param, ParamDefault, Signature, StageKind};
+use crate::signature::{path_params, DeriveCx, Field, InputView, Origin, Param, ParamDefault, Signature, StageKind};
 use crate::source::Span;
 use crate::suggest::nearest;
 use crate::syntax::ast::{BlockItem, Decl, Expect, Expr, ExprKind, Ident, Sweep};
@@ -418,6 +419,7 @@ impl Checker<'_> {
                     diags: Vec::new(),
                 };
                 let outputs = kind.derive(&mut cx);
+                cx.diags.extend(self.unreadable_paths(kind.signature(), &cx.params, decl.span));
                 for d in cx.diags {
                     if !diags.contains(&d) {
                         diags.push(d);
@@ -435,6 +437,29 @@ impl Checker<'_> {
         let failed = diags.iter().any(Diagnostic::is_error);
         self.diags.extend(diags);
         (!failed).then_some(instances)
+    }
+
+    /// A diagnostic for every path among `params` that does not name a readable file or
+    /// directory of its parameter's kind (`paths.rs`).
+    fn unreadable_paths(&self, sig: &Signature, params: &BTreeMap<String, Param>, decl_span: Span) -> Vec<Diagnostic> {
+        let base = if self.base_dir.as_os_str().is_empty() { Path::new(".") } else { self.base_dir.as_path() };
+        let mut diags = Vec::new();
+        for psig in &sig.params {
+            let Some(param) = params.get(psig.name) else { continue };
+            for path in path_params(psig.name, &param.value, &psig.ty) {
+                if let Some(reason) = super::paths::unreadable(base, &path) {
+                    let kind = ErrorKind::PathUnreadable {
+                        path: path.path,
+                        param: path.position,
+                        kind: path.kind.noun(),
+                        reason,
+                        base: base.display().to_string(),
+                    };
+                    diags.push(Diagnostic::new(kind, param.span.unwrap_or(decl_span)));
+                }
+            }
+        }
+        diags
     }
 
     /// The inputs of one instance, as `derive` sees them: each upstream instance's outputs.

@@ -62,7 +62,7 @@ impl Checker<'_> {
                 ExprKind::Bool(b) => Some(Value::Bool(*b)),
                 _ => self.by_reference(e, ty),
             },
-            Type::Str | Type::Path | Type::Template => match &e.kind {
+            Type::Str | Type::Path(_) | Type::Template => match &e.kind {
                 ExprKind::Str { value, .. } => {
                     if matches!(ty, Type::Template) {
                         self.check_template_stages(value, e.span);
@@ -580,7 +580,7 @@ fn conforms(v: &Value, ty: &Type) -> bool {
     match (ty, v) {
         (Type::Optional(_), Value::None) => true,
         (Type::Optional(inner), v) => conforms(v, inner),
-        (Type::Bool, Value::Bool(_)) | (Type::Str | Type::Path | Type::Template, Value::Str(_)) => true,
+        (Type::Bool, Value::Bool(_)) | (Type::Str | Type::Path(_) | Type::Template, Value::Str(_)) => true,
         (Type::Int { .. }, Value::Int(_)) | (Type::Float { .. }, Value::Int(_) | Value::Float(_)) => in_range(v, ty),
         (Type::Scalar, Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_)) => true,
         (Type::Enum { values, .. }, Value::Enum(s)) => values.contains(&s.as_str()),

@@ -13,9 +13,10 @@ mod eval;
 mod load;
 mod order;
 mod overrides;
+mod paths;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::checked::{CheckedPipeline, CheckedStage};
 use crate::diagnostic::{self, Diagnostic};
@@ -84,7 +85,9 @@ fn check_loaded(
     let mut diags = Vec::new();
     let (items, broken) = load::load(&mut sources, root, &mut diags);
     let overrides = overrides::parse_all(&mut sources, overrides, &mut diags);
-    let mut checker = Checker::new(registry, &items, &mut diags);
+    let base_dir =
+        sources.get(root).path.as_deref().and_then(Path::parent).map_or_else(PathBuf::new, Path::to_path_buf);
+    let mut checker = Checker::new(registry, &items, &mut diags, base_dir);
     checker.broken = broken.into_iter().map(|i| i.name).collect();
     checker.apply_overrides(&overrides);
     let pipeline = checker.run();
@@ -117,10 +120,13 @@ pub(crate) struct Checker<'a> {
     broken: std::collections::BTreeSet<String>,
     /// Declarations on a dependency circle (reported once; not checked further).
     cyclic: std::collections::BTreeSet<String>,
+    /// Where relative paths in parameters start: the root file's directory (empty for text
+    /// without a file: the current directory).
+    base_dir: PathBuf,
 }
 
 impl<'a> Checker<'a> {
-    fn new(registry: &'a dyn Registry, items: &[Item], diags: &'a mut Vec<Diagnostic>) -> Self {
+    fn new(registry: &'a dyn Registry, items: &[Item], diags: &'a mut Vec<Diagnostic>, base_dir: PathBuf) -> Self {
         let mut c = Checker {
             registry,
             diags,
@@ -134,6 +140,7 @@ impl<'a> Checker<'a> {
             cyclic: Default::default(),
             broken: Default::default(),
             used_constants: Default::default(),
+            base_dir,
         };
         let mut first_seen: BTreeMap<String, Span> = BTreeMap::new();
         for item in items {

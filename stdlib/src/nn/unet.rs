@@ -76,8 +76,9 @@ pub struct UNetConfig {
     pub attention: Vec<bool>,
     /// Resnets per down level (MONAI's `num_res_blocks`); up levels have one more.
     pub res_blocks: usize,
-    /// Channels per attention head (MONAI's `num_head_channels`).
-    pub head_channels: usize,
+    /// Channels per attention head at each level (MONAI's `num_head_channels` as a sequence);
+    /// only attended levels use theirs.
+    pub head_channels: Vec<usize>,
     /// GroupNorm groups (MONAI's `norm_num_groups`).
     pub norm_groups: usize,
     /// Length of the per-sample conditioning vector, if the network is conditioned.
@@ -92,11 +93,16 @@ impl UNetConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.channels.is_empty() || self.channels.len() != self.attention.len() {
+        if self.channels.is_empty()
+            || self.channels.len() != self.attention.len()
+            || self.channels.len() != self.head_channels.len()
+        {
             bail!(
-                "UNet: channels ({}) and attention ({}) need one entry per level, at least one level",
+                "UNet: channels ({}), attention ({}) and head_channels ({}) need one entry per level, at least one \
+                 level",
                 self.channels.len(),
-                self.attention.len()
+                self.attention.len(),
+                self.head_channels.len()
             )
         }
         if let Some(&c) = self.channels.iter().find(|&&c| self.norm_groups == 0 || !c.is_multiple_of(self.norm_groups))
@@ -196,32 +202,31 @@ impl Stage {
     }
 }
 
-/// Builds `resnets.j` (and `attentions.j` when `attend`) inside `vb`, the first taking
-/// `in_channels(j)` input channels.
+/// Builds `resnets.j` (and `attentions.j`, with `attend`'s channels per head, when given) inside
+/// `vb`, the first taking `in_channels(j)` input channels.
 fn stages(
     vb: &VarBuilder,
     cfg: &UNetConfig,
     count: usize,
-    attend: bool,
+    attend: Option<usize>,
     out_channels: usize,
     in_channels: impl Fn(usize) -> usize,
 ) -> Result<Vec<Stage>> {
     (0..count)
         .map(|j| {
             let resnet = ResBlock::new(vb.pp("resnets").pp(j), cfg, in_channels(j), out_channels)?;
-            let attention = if attend { Some(attention(vb.pp("attentions").pp(j), cfg, out_channels)?) } else { None };
+            let attention = match attend {
+                Some(head_channels) => Some(attention(vb.pp("attentions").pp(j), cfg, out_channels, head_channels)?),
+                None => None,
+            };
             Ok(Stage { resnet, attention })
         })
         .collect()
 }
 
-fn attention(vb: VarBuilder, cfg: &UNetConfig, channels: usize) -> Result<SpatialAttention> {
-    let attention_cfg = SpatialAttentionConfig {
-        channels,
-        head_channels: cfg.head_channels,
-        norm_groups: cfg.norm_groups,
-        norm_eps: UNET_NORM_EPS,
-    };
+fn attention(vb: VarBuilder, cfg: &UNetConfig, channels: usize, head_channels: usize) -> Result<SpatialAttention> {
+    let attention_cfg =
+        SpatialAttentionConfig { channels, head_channels, norm_groups: cfg.norm_groups, norm_eps: UNET_NORM_EPS };
     SpatialAttention::new(vb, &attention_cfg)
 }
 
@@ -280,6 +285,7 @@ impl UNet {
         for (i, (&out, &attend)) in channels.iter().zip(&cfg.attention).enumerate() {
             let vb = vb.pp("down_blocks").pp(i);
             let first_in = channels[i.saturating_sub(1)];
+            let attend = attend.then_some(cfg.head_channels[i]);
             let stages = stages(&vb, cfg, cfg.res_blocks, attend, out, |j| if j == 0 { first_in } else { out })?;
             let downsampler = if i + 1 < levels {
                 Some(conv3(vb.pp("downsampler").pp("op"), dims, out, out, LEVEL_FACTOR)?)
@@ -293,7 +299,7 @@ impl UNet {
         let vb_mid = vb.pp("middle_block");
         let middle_block = MiddleBlock {
             resnet_1: ResBlock::new(vb_mid.pp("resnet_1"), cfg, last, last)?,
-            attention: attention(vb_mid.pp("attention"), cfg, last)?,
+            attention: attention(vb_mid.pp("attention"), cfg, last, cfg.head_channels[levels - 1])?,
             resnet_2: ResBlock::new(vb_mid.pp("resnet_2"), cfg, last, last)?,
         };
 
@@ -311,7 +317,8 @@ impl UNet {
                 let skip = if j + 1 == count { below } else { out };
                 input + skip
             };
-            let stages = stages(&vb, cfg, count, cfg.attention[level], out, resnet_in)?;
+            let attend = cfg.attention[level].then_some(cfg.head_channels[level]);
+            let stages = stages(&vb, cfg, count, attend, out, resnet_in)?;
             let upsampler =
                 if level > 0 { Some(conv3(vb.pp("upsampler").pp("conv"), dims, out, out, 1)?) } else { None };
             up_blocks.push(UpBlock { stages, upsampler });

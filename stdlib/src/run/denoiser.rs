@@ -113,8 +113,7 @@ impl DenoiserSpec {
         Ok(match &self.architecture {
             Architecture::Unet { channels: levels, attention, res_blocks, heads } => {
                 let norm_groups = norm_groups_for(levels);
-                let attended = levels.iter().zip(attention).filter(|(_, a)| **a).map(|(c, _)| *c).min();
-                let head_channels = attended.map_or(levels[0], |c| (c / heads.max(&1)).max(1));
+                let head_channels = levels.iter().map(|c| (c / heads).max(1)).collect();
                 let conditioning = match self.vector {
                     Some(VectorCondition::Modality { .. }) => Conditioning::Film,
                     _ => Conditioning::Additive,

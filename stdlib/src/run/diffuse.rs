@@ -27,12 +27,13 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
+use medgen_lang::signature::DataKind;
 use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
 
 use super::denoiser::{Denoiser, DenoiserSpec, VectorCondition};
-use super::latents::{LatentMeta, LatentSource, LatentSourceConfig, LATENT_META};
-use super::stage_io::{augment_param, float_param, input_dir, int_param, seed_param, view_for, write_json};
+use super::latents::{LatentMeta, LatentSource, LatentSourceConfig};
+use super::stage_io::{augment_param, float_param, input_dir, input_kind, int_param, seed_param, view_for, write_json};
 use super::strategy_spec::StrategySpec;
 use crate::data::augment::Preset;
 use crate::data::layout::DatasetMeta;
@@ -121,7 +122,7 @@ impl StageRunner for Diffuse {
         };
         let mask_condition = vocab::mode_conditions_on_seg(&mode_name);
 
-        let (sources, info) = if data.join(LATENT_META).is_file() {
+        let (sources, info) = if input_kind(cx, "data")? == DataKind::Latents {
             latent_sources(&data, mode, &mode_name, dims, batch, cfg.seed, &device)?
         } else {
             let rescale = p.get("rescale").and_then(Value::as_bool).unwrap_or(false);

@@ -223,7 +223,7 @@ fn score_paired(
     if let (Some(seg), Some(truth)) = (&case.seg, &reference_mask) {
         let prediction = BinaryMask::from_volume(seg, MaskRole::Prediction).map_err(|e| context(e.to_string()))?;
         let s = score(&prediction, truth, Geometry::Volume).map_err(|e| context(e.to_string()))?;
-        scores.mask(s);
+        scores.mask(s, |m| settings.wants(m));
     }
     Ok(())
 }
@@ -342,7 +342,7 @@ fn distribution(
             let f = fid(&real, &fake).map_err(|e| error(&e))?;
             report.distribution("fid", modality, f.value);
             if f.regularised {
-                report.detail(format!("fid_{modality}_regularised"), 1.0);
+                report.note(regularised_note(&format!("fid_{modality}")));
             }
         }
         if settings.wants("kid") {
@@ -360,7 +360,7 @@ fn distribution(
         for axis in &f.axes {
             report.detail(format!("fid_{modality}_{}", axis.axis.name()), axis.fid.value);
             if axis.fid.regularised {
-                report.detail(format!("fid_{modality}_{}_regularised", axis.axis.name()), 1.0);
+                report.note(regularised_note(&format!("fid_{modality}_{}", axis.axis.name())));
             }
         }
     }
@@ -375,4 +375,9 @@ fn distribution(
         }
     }
     Ok(())
+}
+
+/// The note for a FID whose trace term needed pytorch-fid's regularisation.
+fn regularised_note(name: &str) -> String {
+    format!("{name}: the covariances' product had no stable square root, so the trace term was computed from Σ + εI, as pytorch-fid does")
 }

@@ -41,12 +41,23 @@ impl Scores {
         self.values.insert(name, value);
     }
 
-    /// The mask metrics of the case's mask against its reference's.
-    pub fn mask(&mut self, s: SegmentationScores) {
-        self.values.insert("dice".into(), s.dice);
-        self.values.insert("iou".into(), s.iou);
-        let optional = [("precision", s.precision), ("recall", s.recall), ("hd95", s.hd95_mm)];
-        self.values.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))));
+    /// The mask metrics of the case's mask against its reference's that `wanted` asks for:
+    /// `dice`, `iou` and `hd95` each, and precision and recall with Dice or IoU
+    /// (`stages::evaluate::metric_names`).
+    pub fn mask(&mut self, s: SegmentationScores, wanted: impl Fn(&str) -> bool) {
+        let overlap = wanted("dice") || wanted("iou");
+        let scores = [
+            ("dice", Some(s.dice), wanted("dice")),
+            ("iou", Some(s.iou), wanted("iou")),
+            ("precision", s.precision, overlap),
+            ("recall", s.recall, overlap),
+            ("hd95", s.hd95_mm, wanted("hd95")),
+        ];
+        for (name, value, wanted) in scores {
+            if let (Some(value), true) = (value, wanted) {
+                self.values.insert(name.to_string(), value);
+            }
+        }
     }
 }
 
@@ -62,6 +73,9 @@ struct Summary {
     mean: f64,
     std: f64,
     volumes: usize,
+    /// Paired volumes without the score (HD95 of an empty mask, precision of an empty
+    /// prediction): the mean leaves them out.
+    absent: usize,
 }
 
 pub struct Report {
@@ -70,12 +84,21 @@ pub struct Report {
     cases: Vec<CaseRow>,
     /// Dataset-level values: FID and KID per modality, and their details.
     dataset: BTreeMap<String, f64>,
+    /// What a reader of the numbers should know (a regularised FID).
+    notes: BTreeSet<String>,
     regional: BTreeMap<String, RegionalReport>,
 }
 
 impl Report {
     pub fn new(metrics: Vec<String>, images: Vec<String>) -> Self {
-        Report { metrics, images, cases: Vec::new(), dataset: BTreeMap::new(), regional: BTreeMap::new() }
+        Report {
+            metrics,
+            images,
+            cases: Vec::new(),
+            dataset: BTreeMap::new(),
+            notes: BTreeSet::new(),
+            regional: BTreeMap::new(),
+        }
     }
 
     pub fn add_case(&mut self, case: &str, patient: Option<&str>, scores: Scores) {
@@ -96,6 +119,11 @@ impl Report {
         self.dataset.insert(name, value);
     }
 
+    /// A remark on a value, kept in `metrics.json` and `report.md`.
+    pub fn note(&mut self, note: String) {
+        self.notes.insert(note);
+    }
+
     pub fn set_regional(&mut self, reports: BTreeMap<String, RegionalReport>) {
         self.regional = reports;
     }
@@ -109,7 +137,9 @@ impl Report {
                 let values: Vec<f64> = self.cases.iter().filter_map(|c| c.scores.get(name).copied()).collect();
                 let mean = values.iter().sum::<f64>() / values.len() as f64;
                 let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
-                (name.clone(), Summary { mean, std: variance.sqrt(), volumes: values.len() })
+                let paired = self.cases.iter().filter(|c| c.patient.is_some()).count();
+                let absent = paired.saturating_sub(values.len());
+                (name.clone(), Summary { mean, std: variance.sqrt(), volumes: values.len(), absent })
             })
             .collect()
     }
@@ -167,14 +197,19 @@ impl Report {
         write_json(
             dir,
             "metrics.json",
-            &serde_json::json!({ "metrics": metrics, "per_volume": summaries, "regional": self.regional }),
+            &serde_json::json!({
+                "metrics": metrics,
+                "per_volume": summaries,
+                "regional": self.regional,
+                "notes": self.notes,
+            }),
         )?;
         write_json(dir, "per_volume.json", &self.cases)?;
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| failed(format!("cannot write {name}: {e}")))
         };
         write("per_volume.csv", self.csv())?;
-        write("report.md", table(&metrics, &summaries))
+        write("report.md", table(&metrics, &summaries, &self.notes))
     }
 
     fn csv(&self) -> String {
@@ -197,14 +232,19 @@ impl Report {
 }
 
 /// The metrics as a Markdown table, with each per-volume score's spread and count.
-fn table(metrics: &BTreeMap<String, f64>, summaries: &BTreeMap<String, Summary>) -> String {
-    let mut text = String::from("| metric | value | std over volumes | volumes |\n|---|---:|---:|---:|\n");
+fn table(metrics: &BTreeMap<String, f64>, summaries: &BTreeMap<String, Summary>, notes: &BTreeSet<String>) -> String {
+    let mut text = String::from(
+        "| metric | value | std over volumes | volumes | volumes without it |\n|---|---:|---:|---:|---:|\n",
+    );
     for (name, value) in metrics {
         match summaries.get(name) {
-            Some(s) => writeln!(text, "| {name} | {value:.6} | {:.6} | {} |", s.std, s.volumes),
-            None => writeln!(text, "| {name} | {value:.6} | | |"),
+            Some(s) => writeln!(text, "| {name} | {value:.6} | {:.6} | {} | {} |", s.std, s.volumes, s.absent),
+            None => writeln!(text, "| {name} | {value:.6} | | | |"),
         }
         .expect("writing to a String cannot fail");
+    }
+    for note in notes {
+        writeln!(text, "\n{note}").expect("writing to a String cannot fail");
     }
     text
 }

@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use medgen_engine::runner::{RunContext, StageError};
+use medgen_lang::signature::DataKind;
 
 use super::compressor::{Compressor, CompressorSpec};
 use super::encode::{decode_volume, encode_volume, load_compressor, read_volume};
 use super::sample::{Generation, SampleRecord, GENERATION};
-use super::stage_io::{input_dir, input_split, read_json};
+use super::stage_io::{input_dir, input_kind, input_split, read_json};
 use crate::data::layout::{volume_path, DatasetMeta};
 use crate::data::volume::{Spacing, Volume};
 use crate::io::nifti::{binarize_seg_at, load_nifti};
@@ -77,24 +78,28 @@ pub enum Subject {
 }
 
 impl Subject {
-    /// Recognises the `subject` input by the files its stage wrote.
+    /// Opens the `subject` input as the kind the checker typed it.
     pub fn open(cx: &RunContext<'_>, device: &Device) -> Result<Subject, StageError> {
         let dir = input_dir(cx, "subject")?;
-        if dir.join(GENERATION).exists() {
-            let generation = read_json(&dir.join(GENERATION)).map_err(failed)?;
-            let records = read_json(&dir.join("samples.json")).map_err(failed)?;
-            return Ok(Subject::Samples { dir, generation, records });
+        match input_kind(cx, "subject")? {
+            DataKind::Samples => {
+                let generation = read_json(&dir.join(GENERATION)).map_err(failed)?;
+                let records = read_json(&dir.join("samples.json")).map_err(failed)?;
+                Ok(Subject::Samples { dir, generation, records })
+            }
+            DataKind::Compressor => {
+                let (spec, model) = load_compressor(&dir, device)?;
+                Ok(Subject::Reconstructions { spec, model, device: device.clone() })
+            }
+            DataKind::Dataset => {
+                let meta = DatasetMeta::read(&dir).map_err(failed)?;
+                let split: Option<Split> = input_split(cx, "subject");
+                let patients =
+                    meta.patients.iter().filter(|p| split.is_none_or(|s| p.split == s)).map(|p| p.id.clone()).collect();
+                Ok(Subject::Dataset { dir, meta, patients })
+            }
+            other => Err(failed(format!("`evaluate` cannot score {other}"))),
         }
-        if dir.join(super::compressor::COMPRESSOR_SPEC).exists() {
-            let (spec, model) = load_compressor(&dir, device)?;
-            return Ok(Subject::Reconstructions { spec, model, device: device.clone() });
-        }
-        let meta = DatasetMeta::read(&dir)
-            .map_err(|e| failed(format!("the subject is neither samples, a compressor nor a dataset ({e})")))?;
-        let split: Option<Split> = input_split(cx, "subject");
-        let patients =
-            meta.patients.iter().filter(|p| split.is_none_or(|s| p.split == s)).map(|p| p.id.clone()).collect();
-        Ok(Subject::Dataset { dir, meta, patients })
     }
 
     /// The intensity modalities the subject holds.
@@ -143,16 +148,11 @@ impl Subject {
         binarize: bool,
     ) -> Result<Case, StageError> {
         let mut volumes = match self {
-            Subject::Samples { dir, generation, .. } => {
-                let mut found = BTreeMap::new();
-                for modality in &generation.images {
-                    let path = volume_path(dir, name, modality);
-                    if path.exists() {
-                        found.insert(modality.clone(), read(&path)?);
-                    }
-                }
-                found
-            }
+            Subject::Samples { dir, generation, .. } => generation
+                .images
+                .iter()
+                .map(|m| Ok((m.clone(), read(&volume_path(dir, name, m))?)))
+                .collect::<Result<_, StageError>>()?,
             Subject::Reconstructions { spec, model, device } => {
                 let patient = patient.as_deref().unwrap_or(name);
                 reconstruct(spec, model, device, reference, patient)?

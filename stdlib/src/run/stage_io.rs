@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use medgen_engine::runner::{RunContext, StageError};
+use medgen_lang::signature::DataKind;
 use medgen_lang::value::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,6 +45,11 @@ pub fn augment_param(p: &Params) -> Preset {
 /// The directory of input `name`.
 pub fn input_dir(cx: &RunContext<'_>, name: &str) -> Result<PathBuf, StageError> {
     cx.inputs.get(name).map(|u| u.dir.clone()).ok_or_else(|| failed(format!("the input `{name}` is missing")))
+}
+
+/// What input `name` is, as the checker typed it.
+pub fn input_kind(cx: &RunContext<'_>, name: &str) -> Result<DataKind, StageError> {
+    cx.inputs.get(name).map(|u| u.kind).ok_or_else(|| failed(format!("the input `{name}` is missing")))
 }
 
 /// The split selected on an input (`brain.test`), if any.

@@ -3,15 +3,16 @@
 //! read — never guessed later from a checkpoint (seed pitfall 72).
 
 use medgen_lang::signature::{
-    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
+    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, PathKind, Signature, StageKind, Type,
 };
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::pitfalls::Pitfall;
 use crate::vocab::{self, augment, batch_augment, compressor_model, modalities, names, strings, SEG};
 
-use super::{axes, derive_seed, with_metrics, DatasetView};
+use super::{axes, axial, derive_seed, too_small, with_metrics, DatasetView};
 
 /// Weight of the perceptual loss for image compression when the file does not say.
 pub const DEFAULT_PERCEPTUAL_WEIGHT: f64 = 1e-3;
@@ -43,7 +44,7 @@ impl Compress {
             ),
             ParamSig::new(
                 "lpips_weights",
-                Type::optional(Type::Path),
+                Type::optional(Type::Path(PathKind::File)),
                 ParamDefault::Value(Value::None),
                 "safetensors with LPIPS AlexNet and linear heads, for the perceptual loss (docs/weights.md)",
             ),
@@ -125,9 +126,13 @@ impl StageKind for Compress {
         }
         data.require(cx, &images, "`compress`", images_span);
         let has_lpips = !cx.value("lpips_weights").is_none();
+        let slice_too_small = data.shape.as_deref().and_then(|shape| {
+            let fix = "set `perceptual_weight = 0`, or compress larger images";
+            too_small(&axial(shape), MIN_INPUT_SIDE as i64, "the perceptual loss (LPIPS on axial slices)", fix)
+        });
         if !cx.is_set("perceptual_weight") {
-            let weight = if seg_only || !has_lpips { 0.0 } else { DEFAULT_PERCEPTUAL_WEIGHT };
-            cx.derive("perceptual_weight", Value::Float(weight));
+            let usable = has_lpips && !seg_only && slice_too_small.is_none();
+            cx.derive("perceptual_weight", Value::Float(if usable { DEFAULT_PERCEPTUAL_WEIGHT } else { 0.0 }));
         } else if cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0 {
             let span = cx.span_of("perceptual_weight");
             if seg_only {
@@ -135,9 +140,12 @@ impl StageKind for Compress {
             } else if !has_lpips {
                 let what = "the perceptual loss (`perceptual_weight`)".to_string();
                 cx.error(Pitfall::MissingWeights { what, param: "lpips_weights" }, span);
+            } else if let Some(too_small) = slice_too_small {
+                cx.error(too_small, span);
             }
         }
         check_gan_betas(cx);
+        refuse_not_yet(cx);
         data.require_training_splits(cx, cx.decl_span);
 
         let model_span = cx.span_of("model");
@@ -228,6 +236,25 @@ pub(crate) fn check_divisible(
 pub(crate) fn latent_shape(shape: &[i64], dims: i64, scale: i64) -> Vec<i64> {
     let skip = shape.len().saturating_sub(dims as usize);
     shape.iter().enumerate().map(|(i, s)| if i >= skip { s / scale } else { *s }).collect()
+}
+
+/// Settings the language knows and this version's `compress` cannot run (E0123).
+fn refuse_not_yet(cx: &mut DeriveCx<'_>) {
+    if cx.value("model").variant() == Some("dcae") {
+        let span = cx.span_of("model");
+        let instead = "use `vae(...)` or `vqvae(...)`".to_string();
+        cx.error(Pitfall::NotYet { feature: "a DC-AE compressor (`dcae(...)`)".into(), instead }, span);
+    }
+    if cx.value("adv_weight").as_f64().unwrap_or(0.0) > 0.0 {
+        let span = cx.span_of("adv_weight");
+        let instead = "set `adv_weight = 0`".to_string();
+        cx.error(Pitfall::NotYet { feature: "the adversarial phase (`adv_weight > 0`)".into(), instead }, span);
+    }
+    if let Some(method) = cx.value("batch_augment").as_str().filter(|m| *m != "none") {
+        let feature = format!("batch augmentation (`batch_augment = {method}`)");
+        let span = cx.span_of("batch_augment");
+        cx.error(Pitfall::NotYet { feature, instead: "set `batch_augment = none`".into() }, span);
+    }
 }
 
 /// Seed pitfall 58: adversarial training needs GAN betas.

@@ -2,7 +2,9 @@
 //! (a directory of NIfTI volumes). Both yield the same output: modalities, shape and spacing in
 //! (depth, height, width) order, and `train`/`val`/`test` splits made per patient.
 
-use medgen_lang::signature::{DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type};
+use medgen_lang::signature::{
+    DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, PathKind, Signature, StageKind, Type,
+};
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
@@ -137,7 +139,7 @@ impl Nifti {
             params: vec![
                 ParamSig::new(
                     "dir",
-                    Type::Path,
+                    Type::Path(PathKind::Dir),
                     ParamDefault::Required,
                     "the directory, relative to the pipeline file",
                 ),

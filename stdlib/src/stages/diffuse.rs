@@ -132,6 +132,7 @@ impl StageKind for Diffuse {
     fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
         derive_seed(cx);
         check_recipe(cx);
+        refuse_not_yet(cx);
         let Some(view) = cx.input("data") else {
             return Outputs::default();
         };
@@ -171,6 +172,11 @@ impl StageKind for Diffuse {
             (out, data.dims, data.shape.clone())
         };
         let in_channels = out_channels + i64::from(seg_cond);
+        if latent && mode_name == "multi" {
+            let feature = "mode `multi` in latent space".to_string();
+            let instead = "train `multi` on the dataset (pixel space), or one mode per compressor".to_string();
+            cx.error(Pitfall::NotYet { feature, instead }, mode_span);
+        }
 
         let mut model = cx.value("model").clone();
         let dims = fill_dims(cx, &mut model, data_dims);
@@ -193,6 +199,10 @@ impl StageKind for Diffuse {
         if !mode_conditioned && cx.value("cfg_dropout").as_f64().unwrap_or(0.0) > 0.0 {
             let span = cx.span_of("cfg_dropout");
             cx.error(Pitfall::CfgDropoutUnconditional { mode: mode_name.clone() }, span);
+        }
+        if let Some(augment) = cx.value("augment").as_str().filter(|a| latent && *a != "none").map(str::to_string) {
+            let span = cx.span_of("augment");
+            cx.error(Pitfall::AugmentOnLatents { augment }, span);
         }
         if !latent && cx.value("augmented_diffusion").as_bool() == Some(true) {
             let span = cx.span_of("augmented_diffusion");
@@ -226,6 +236,42 @@ impl StageKind for Diffuse {
             .value("modalities", names(&data.modalities))
             .value("compressor", upstream.get_value("compressor").cloned().unwrap_or(Value::None));
         with_metrics(o, &["train_loss", "val_loss"])
+    }
+}
+
+/// Settings the language knows and this version's `diffuse` cannot run (E0123).
+fn refuse_not_yet(cx: &mut DeriveCx<'_>) {
+    let model = cx.value("model").clone();
+    let model_span = cx.span_of("model");
+    if let Some(size) = model.get("size").and_then(Value::as_str).filter(|s| matches!(*s, "L" | "XL")) {
+        let feature = format!("transformer size `{size}`");
+        cx.error(Pitfall::NotYet { feature, instead: "use `size: S` or `size: B`".into() }, model_span);
+    }
+    if model.get("drop_path").and_then(Value::as_f64).unwrap_or(0.0) > 0.0 {
+        let feature = "stochastic depth (`drop_path > 0`)".to_string();
+        cx.error(Pitfall::NotYet { feature, instead: "set `drop_path: 0`".into() }, model_span);
+    }
+    let flags = [
+        (
+            "perceptual_weight",
+            cx.value("perceptual_weight").as_f64().unwrap_or(0.0) > 0.0,
+            "the perceptual loss in diffusion training",
+            "set `perceptual_weight = 0`",
+        ),
+        ("sda", cx.value("sda").as_bool() == Some(true), "SDA (`sda = true`)", "set `sda = false`"),
+        (
+            "augmented_diffusion",
+            cx.value("augmented_diffusion").as_bool() == Some(true),
+            "augmented diffusion (`augmented_diffusion = true`)",
+            "set `augmented_diffusion = false`",
+        ),
+        ("score_aug", !cx.value("score_aug").is_none(), "ScoreAug (`score_aug`)", "set `score_aug = none`"),
+    ];
+    for (param, on, feature, instead) in flags {
+        if on {
+            let span = cx.span_of(param);
+            cx.error(Pitfall::NotYet { feature: feature.into(), instead: instead.into() }, span);
+        }
     }
 }
 
@@ -296,6 +342,7 @@ fn check_model_size(cx: &mut DeriveCx<'_>, model: &Value, shape: &[i64], dims: i
             if attention != levels {
                 cx.error(Pitfall::AttentionLevels { attention, levels }, span);
             }
+            check_heads(cx, model, span);
             let factor = 1i64 << (levels.saturating_sub(1)).min(30);
             check_divisible(
                 cx,
@@ -316,5 +363,22 @@ fn check_model_size(cx: &mut DeriveCx<'_>, model: &Value, shape: &[i64], dims: i
             }
         }
         None => {}
+    }
+}
+
+/// `heads` attention heads split the channels of every attended UNet level evenly, and of the
+/// deepest level, whose middle block always attends.
+fn check_heads(cx: &mut DeriveCx<'_>, model: &Value, span: Span) {
+    let heads = model.get("heads").and_then(Value::as_i64).unwrap_or(1).max(1);
+    let channels: Vec<i64> =
+        model.get("channels").map(|c| c.as_list().iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
+    let attention: Vec<bool> =
+        model.get("attention").map(|a| a.as_list().iter().filter_map(Value::as_bool).collect()).unwrap_or_default();
+    let deepest = channels.len().saturating_sub(1);
+    for (level, &channels) in channels.iter().enumerate() {
+        let attends = level == deepest || attention.get(level) == Some(&true);
+        if attends && channels % heads != 0 {
+            cx.error(Pitfall::HeadsNotDividing { heads, channels, level }, span);
+        }
     }
 }

@@ -11,8 +11,8 @@ use medgen_lang::value::Value;
 use crate::pitfalls::Pitfall;
 use crate::vocab::strings;
 
-use super::compress::latent_shape;
-use super::{split_fields, DatasetView};
+use super::compress::{check_divisible, latent_shape};
+use super::{split_fields, with_metrics, DatasetView};
 
 pub struct Encode {
     sig: Signature,
@@ -71,6 +71,10 @@ impl StageKind for Encode {
             cx.error(Pitfall::Model3dOn2d { model: "compressor".into() }, data_span);
         }
         let scale = comp.get_value("scale_factor").and_then(Value::as_i64).unwrap_or(1);
+        if let Some(shape) = &data.shape {
+            let what = format!("the compressor's downsampling factor ({scale}x)");
+            check_divisible(cx, shape, dims, scale, &what, data_span);
+        }
         let shape = data.shape.as_ref().map(|s| latent_shape(s, dims, scale));
         let mut o = Outputs::default();
         for key in ["kind", "dims", "images", "latent_channels", "scale_factor", "depth_scale_factor"] {
@@ -94,6 +98,7 @@ impl StageKind for Encode {
                 o.value(&field, v.clone());
             }
         }
-        o
+        // The training latents' standard deviation and the scale that brings them to unit variance.
+        with_metrics(o, &["latent_scale", "latent_std"])
     }
 }

@@ -4,7 +4,7 @@
 //! evaluation bug), and MS-SSIM uses only as many scales as the image size allows.
 
 use medgen_lang::signature::{
-    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
+    DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, PathKind, Signature, StageKind, Type,
 };
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
@@ -15,7 +15,9 @@ use crate::vocab::{
 };
 
 use super::compress::model_axes;
-use super::DatasetView;
+use super::{axes, axial, derive_seed, too_small, DatasetView};
+use crate::metrics::lpips::SliceAxis;
+use crate::nn::alexnet::MIN_INPUT_SIDE;
 
 /// Threshold that turns generated mask probabilities into binary masks, when the file does not
 /// say (seed pitfalls 36 and 79: one named threshold, used everywhere): `binarize_seg`'s.
@@ -33,7 +35,7 @@ pub struct Evaluate {
 
 impl Evaluate {
     pub fn new() -> Self {
-        let path = || Type::optional(Type::Path);
+        let path = || Type::optional(Type::Path(PathKind::File));
         let none = || ParamDefault::Value(Value::None);
         Evaluate {
             sig: Signature {
@@ -105,6 +107,12 @@ impl Evaluate {
                         "safetensors with the FID/KID feature network (see docs)",
                     ),
                     ParamSig::new("cmmd_weights", path(), none(), "safetensors with the CMMD image encoder (see docs)"),
+                    ParamSig::new(
+                        "seed",
+                        Type::int(0, None),
+                        ParamDefault::Derived("the pipeline's `seed`"),
+                        "seed of KID's random subsets",
+                    ),
                 ],
                 output: DataKind::Metrics,
             },
@@ -126,6 +134,7 @@ impl StageKind for Evaluate {
     }
 
     fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs {
+        derive_seed(cx);
         let (Some(subject), Some(reference)) = (cx.input("subject"), cx.input("reference")) else {
             return Outputs::default();
         };
@@ -204,12 +213,30 @@ impl StageKind for Evaluate {
             let span = cx.span_of("binarize_seg");
             cx.error(Pitfall::SegNotThresholded, span);
         }
-        if metrics.iter().any(|m| m == "ms_ssim") {
-            let shape = subject_out
+        if metrics.iter().any(|m| m == "cmmd") {
+            let instead = "remove `cmmd` from `metrics`; `fid` and `kid` are available".to_string();
+            cx.error(Pitfall::NotYet { feature: "the `cmmd` metric".into(), instead }, span);
+        }
+        // The subject's volumes: a sample's or another dataset's shape; a compressor
+        // reconstructs the reference itself.
+        let subject_shape = match &subject_dataset {
+            Some(dataset) => dataset.shape.clone(),
+            None => subject_out
                 .get_value("shape")
                 .filter(|v| !v.is_none())
-                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect::<Vec<_>>())
-                .or(reference.shape.clone());
+                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect::<Vec<_>>()),
+        };
+        if let (Some(subject), Some(reference)) = (&subject_shape, &reference.shape) {
+            if subject != reference && metrics.iter().any(|m| PAIRED_METRICS.contains(&m.as_str())) {
+                let pitfall = Pitfall::ReferenceShape { subject: subject.clone(), reference: reference.clone() };
+                cx.error(pitfall, reference_span);
+            }
+        }
+        let shape = reference.shape.clone().or(subject_shape);
+        if let Some(shape) = &shape {
+            check_windows(cx, &metrics, shape, dims);
+        }
+        if metrics.iter().any(|m| m == "ms_ssim") {
             check_ms_ssim(cx, shape.as_deref(), dims);
         } else if !cx.is_set("ms_ssim_scales") {
             cx.derive("ms_ssim_scales", Value::Int(MS_SSIM_MAX_SCALES));
@@ -217,8 +244,33 @@ impl StageKind for Evaluate {
 
         let mut o = Outputs::default();
         o.value("images", vocab::names(&images));
-        o.metrics = metric_names(&metrics, &images);
+        let image_names: Vec<String> = images.iter().filter(|i| *i != SEG).cloned().collect();
+        o.metrics = metric_names(&metrics, &image_names, dims);
         o
+    }
+}
+
+/// SSIM's window must fit along every axis it slides over, LPIPS's AlexNet every slice (E0125).
+fn check_windows(cx: &mut DeriveCx<'_>, metrics: &[String], shape: &[i64], dims: i64) {
+    let span = cx.span_of("metrics");
+    let ssim_axes = model_axes(shape, dims);
+    let checks = [
+        ("ssim", ssim_axes.clone(), MS_SSIM_WINDOW, "SSIM's Gaussian window"),
+        ("lpips", axial(shape), MIN_INPUT_SIDE as i64, "`lpips` (AlexNet on axial slices)"),
+        ("lpips_3d", axes(shape), MIN_INPUT_SIDE as i64, "`lpips_3d` (AlexNet on slices along every axis)"),
+    ];
+    for (metric, axes, window, what) in checks {
+        if !metrics.iter().any(|m| m == metric) {
+            continue;
+        }
+        let fix = if metric == "ssim" && dims == 3 {
+            format!("use `dims = 2` (the mean over axial slices), or remove `{metric}` from `metrics`")
+        } else {
+            format!("remove `{metric}` from `metrics`, or evaluate larger images")
+        };
+        if let Some(problem) = too_small(&axes, window, what, &fix) {
+            cx.error(problem, span);
+        }
     }
 }
 
@@ -251,24 +303,55 @@ fn check_ms_ssim(cx: &mut DeriveCx<'_>, shape: Option<&[i64]>, dims: i64) {
     }
 }
 
-/// Names `expect` may use: each metric, and per image `metric_image` when there are several.
-fn metric_names(metrics: &[String], images: &[String]) -> Vec<String> {
+/// The names `evaluate` reports for `metrics` on `images` (the intensity images) in `dims`
+/// dimensions, which `expect` may use; the runner reports exactly these
+/// (`run::evaluate_report`). Each image metric is reported as `METRIC` (the mean over images,
+/// or for `regional` the error pooled over them) and per image as `METRIC_IMAGE`; `lpips_3d`
+/// also per axis, and in 3D `fid` and `kid` too; `kid` comes with its spread over subsets,
+/// `kid_std`; `dice` and `iou` come with `precision` and `recall`.
+pub fn metric_names(metrics: &[String], images: &[String], dims: i64) -> Vec<String> {
     let mut names = Vec::new();
+    let per_image = |names: &mut Vec<String>, metric: &str| {
+        names.push(metric.to_string());
+        names.extend(images.iter().map(|i| format!("{metric}_{i}")));
+    };
+    let per_axis = |names: &mut Vec<String>, metric: &str| {
+        for image in images {
+            names.extend(SliceAxis::ALL.iter().map(|axis| format!("{metric}_{image}_{}", axis.name())));
+        }
+    };
     for m in metrics {
-        if m == "regional" {
-            for region in ["regional_tumour", "regional_background"] {
-                names.push(region.to_string());
-                if images.len() > 1 {
-                    names.extend(images.iter().map(|i| format!("{region}_{i}")));
+        match m.as_str() {
+            "regional" => {
+                per_image(&mut names, "regional_tumour");
+                per_image(&mut names, "regional_background");
+            }
+            "dice" | "iou" => {
+                names.push(m.clone());
+                names.extend(["precision".to_string(), "recall".to_string()]);
+            }
+            "hd95" => names.push(m.clone()),
+            "lpips_3d" => {
+                per_image(&mut names, m);
+                per_axis(&mut names, m);
+            }
+            "fid" | "kid" => {
+                per_image(&mut names, m);
+                if dims == 3 {
+                    per_axis(&mut names, m);
+                }
+                if m == "kid" {
+                    per_image(&mut names, "kid_std");
+                    if dims == 3 {
+                        per_axis(&mut names, "kid_std");
+                    }
                 }
             }
-            continue;
-        }
-        names.push(m.clone());
-        if images.len() > 1 && !MASK_METRICS.contains(&m.as_str()) {
-            names.extend(images.iter().map(|i| format!("{m}_{i}")));
+            _ => per_image(&mut names, m),
         }
     }
+    names.sort();
+    names.dedup();
     names
 }
 

@@ -137,6 +137,25 @@ pub(crate) fn axes(shape: &[i64]) -> Vec<(&'static str, i64)> {
     names.iter().copied().zip(shape.iter().copied()).collect()
 }
 
+/// The axes of an axial slice: height and width.
+pub(crate) fn axial(shape: &[i64]) -> Vec<(&'static str, i64)> {
+    let all = axes(shape);
+    let skip = all.len().saturating_sub(2);
+    all.into_iter().skip(skip).collect()
+}
+
+/// The first of `axes` shorter than a `window` that `what` slides over them, as the problem it
+/// is (E0125); `fix` says what to do.
+pub(crate) fn too_small(axes: &[(&'static str, i64)], window: i64, what: &str, fix: &str) -> Option<Pitfall> {
+    axes.iter().find(|(_, size)| *size < window).map(|&(axis, size)| Pitfall::WindowTooLarge {
+        what: what.to_string(),
+        window,
+        axis,
+        size,
+        fix: fix.to_string(),
+    })
+}
+
 /// Outputs of a training stage: the metrics its validation logs.
 pub(crate) fn with_metrics(mut o: Outputs, metrics: &[&str]) -> Outputs {
     o.metrics = metrics.iter().map(|m| m.to_string()).collect();

@@ -9,9 +9,9 @@ use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
-use crate::vocab::{self, solver};
+use crate::vocab::{self, solver, SEG};
 
-use super::derive_seed;
+use super::{derive_seed, DatasetView};
 
 pub struct Sample {
     sig: Signature,
@@ -120,6 +120,18 @@ impl StageKind for Sample {
         if conditioned && cx.input("conditions").is_none() {
             cx.error(Pitfall::ConditionsMissing { mode: mode.clone() }, cx.decl_span);
         }
+        let ints = |v: Option<&Value>| -> Option<Vec<i64>> {
+            v.filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
+        };
+        let model_shape = ints(den.get_value("pixel_shape"));
+        if let Some(conditions) = cx.input("conditions") {
+            let span = conditions.span;
+            if let (Some(shape), Some(model)) = (DatasetView::read(conditions).shape, model_shape) {
+                if shape != model {
+                    cx.error(Pitfall::ConditionsShape { conditions: shape, model }, span);
+                }
+            }
+        }
         let scale = cx.value("guidance").as_f64().unwrap_or(1.0);
         if scale > 1.0 {
             let span = cx.span_of("guidance");
@@ -138,6 +150,30 @@ impl StageKind for Sample {
         o.value("shape", den.get_value("pixel_shape").cloned().unwrap_or(Value::None))
             .value("count", cx.value("count").clone())
             .value("seg_output", Value::Bool(vocab::mode_generates_seg(&mode)));
+        let images = den.get_value("images").map(vocab::strings).unwrap_or_default();
+        let paired = den.get_value("paired").and_then(Value::as_bool) == Some(true);
+        o.metrics = metric_names(&images, paired);
         o
     }
+}
+
+/// The names `sample` reports for generated `images` (`run::sample` writes exactly these): the
+/// sample count, the mean function evaluations per sample, each image's mean within-volume and
+/// between-sample standard deviation (the anti-collapse report), the mean intensity inside the
+/// conditioning mask above the rest when samples are `paired` with masks, and the fraction of
+/// generated masks with a tumour when masks are generated.
+pub fn metric_names(images: &[String], paired: bool) -> Vec<String> {
+    let mut names = vec!["count".to_string(), "nfe".to_string()];
+    for image in images {
+        names.push(format!("{image}_std"));
+        names.push(format!("{image}_between_sample_std"));
+        if paired {
+            names.push(format!("{image}_tumour_contrast"));
+        }
+        if image == SEG {
+            names.push("tumour_fraction".to_string());
+        }
+    }
+    names.sort();
+    names
 }

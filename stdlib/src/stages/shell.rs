@@ -3,7 +3,9 @@
 //! stage's output file. The checker makes sure every placeholder names something declared.
 
 use medgen_lang::errors::ErrorKind;
-use medgen_lang::signature::{DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type};
+use medgen_lang::signature::{
+    DataKind, DeriveCx, Field, Outputs, ParamDefault, ParamSig, PathKind, Signature, StageKind, Type,
+};
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
@@ -31,7 +33,7 @@ impl Shell {
                     ),
                     ParamSig::new(
                         "inputs",
-                        Type::Map { value: Box::new(Type::Path) },
+                        Type::Map { value: Box::new(Type::Path(PathKind::Any)) },
                         empty(),
                         "input files by name, relative to the pipeline file",
                     ),
