@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use candle_core::Device;
 use medgen_stdlib::data::layout::{volume_path, DatasetMeta};
 use medgen_stdlib::data::loader::{Axis, Loader, Mode, View};
+use medgen_stdlib::data::volume::Spacing;
+use medgen_stdlib::io::nifti::{load_nifti, save_nifti};
 use medgen_stdlib::split::Split;
 
 struct Project {
@@ -177,6 +179,42 @@ fn a_nifti_folder_reads_like_the_phantom_and_its_problems_are_all_named() {
     assert!(err.contains(&format!("{}/t1_gd.nii.gz", ids[0])), "the truncated file is named: {err}");
     assert!(err.contains(&format!("{}/seg.nii.gz: missing", ids[1])), "the missing modality is named: {err}");
     assert!(err.contains(&format!("{}/t1_pre.nii.gz: shape", ids[2])), "the mismatched file is named: {err}");
+}
+
+#[test]
+fn nifti_patients_of_another_spacing_or_shape_are_refused_by_name_not_relabelled() {
+    let p = Project::new("geometry");
+    let phantom = p.run(PHANTOM, "brain");
+    let user = p.dir.join("mets");
+    let meta = DatasetMeta::read(&phantom).expect("meta");
+    copy_volumes(&phantom, &user, &meta);
+    let id = meta.patients[4].id.clone();
+    // One patient rewritten at 2 mm voxels: the dataset must not call it 1 mm.
+    for m in &meta.modalities {
+        let path = volume_path(&user, &id, m);
+        let mut volume = load_nifti(&path).expect("a phantom volume");
+        volume.spacing = Spacing::from_dhw([2.0, 2.0, 2.0]);
+        save_nifti(&path, &volume).expect("rewrite");
+    }
+    let run = |pipeline: &str| {
+        std::fs::write(p.dir.join("p.mg"), pipeline).expect("write");
+        let o = p.medgen(&["run", "p.mg"]);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let files = "pipeline data\n\ndataset mets = nifti {\n  dir        = \"mets\"\n  modalities = [t1_pre, seg]\n}\n";
+    let (code, err) = run(files);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(&format!("patient {id}: voxel spacing [2.0, 2.0, 2.0] mm")), "{err}");
+    let declared =
+        files.replace("modalities = [t1_pre, seg]", "modalities = [t1_pre, seg]\n  spacing    = [2.0, 2.0, 2.0]");
+    let (code, err) = run(&declared);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        err.matches("not the declared `spacing` [2.0, 2.0, 2.0] mm").count(),
+        11,
+        "every 1 mm patient is named: {err}"
+    );
+    assert!(!err.contains(&format!("patient {id}:")), "the 2 mm patient has the declared spacing: {err}");
 }
 
 /// Copies a dataset directory's volumes into a user folder in the same layout.

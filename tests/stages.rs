@@ -1,7 +1,8 @@
 //! The model stages end to end through the `medgen` binary, on tiny phantoms: a pixel-space and a
 //! latent-space pipeline train, sample and write NIfTI volumes with the dataset's spacing; a rerun
 //! executes nothing; a changed `epochs` reruns exactly the diffusion and its sampling; and a
-//! training stage killed after a checkpoint resumes to the weights of an uninterrupted run.
+//! training stage killed after a checkpoint resumes to the weights of an uninterrupted run; and
+//! `pipelines/ci_regression.mg` meets its expectations.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -96,16 +97,27 @@ fn pipeline(name: &str, modalities: &str, stages: &str) -> String {
     format!("pipeline {name}\n{}{stages}", PHANTOM.replace("MODALITIES", modalities))
 }
 
-/// Every sample volume exists, opens, has the phantom's shape and spacing, and lies in [0, 1].
+/// Every sample volume exists, opens and has the phantom's shape and spacing; each generated
+/// image varies within its volume and differs between the two samples (their noise differs), so
+/// the sampler did not collapse to a constant or to one output.
 fn check_samples(out: &Path, modalities: &[&str]) {
+    let mut generated: Vec<(String, Vec<f32>)> = Vec::new();
     for sample in ["sample_0000", "sample_0001"] {
         for m in modalities {
             let path = out.join(sample).join(format!("{m}.nii.gz"));
             let v = load_nifti(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(v.shape, [4, 16, 16], "{}", path.display());
             assert_eq!(v.spacing.dhw(), [2.0, 1.25, 1.25], "{}", path.display());
-            assert!(v.data.iter().all(|x| (0.0..=1.0).contains(x)), "{} leaves [0, 1]", path.display());
+            if *m != "seg" {
+                let (lo, hi) = v.data.iter().fold((f32::MAX, f32::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+                assert!(hi - lo > 1e-3, "{} is constant ({lo})", path.display());
+                generated.push((m.to_string(), v.data));
+            }
         }
+    }
+    let half = generated.len() / 2;
+    for ((m, first), (_, second)) in generated[..half].iter().zip(&generated[half..]) {
+        assert!(first != second, "the two samples of {m} are identical");
     }
     for m in modalities.iter().filter(|m| **m != "seg") {
         assert!(out.join("previews").join(format!("{m}.png")).is_file(), "no preview of {m}");
@@ -205,4 +217,20 @@ fn a_training_stage_killed_after_a_checkpoint_resumes_to_identical_weights() {
             .collect()
     };
     assert_eq!(strip_seconds(&a), strip_seconds(&b), "the loss logs agree but for timings");
+}
+
+#[test]
+fn the_ci_regression_pipeline_meets_its_expectations() {
+    // `pipelines/ci_regression.mg` is the CI gate of the README: a run whose `expect` lines fail
+    // exits non-zero, and so fails this test.
+    let text = fs::read_to_string("pipelines/ci_regression.mg").expect("pipelines/ci_regression.mg");
+    let dir = project("ci_regression", &text);
+    let o = medgen(&dir, &["run", "p.mg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = stderr(&o);
+    let expectations = report.split_once("expectations:").map(|(_, rest)| rest).unwrap_or_default();
+    let declared = text.lines().filter(|l| l.trim_start().starts_with("expect ")).count();
+    assert!(declared > 0, "the CI pipeline gates on expectations");
+    assert_eq!(expectations.matches("  ok").count(), declared, "every expectation is checked and holds: {report}");
+    fs::remove_dir_all(&dir).expect("remove the project");
 }

@@ -332,6 +332,13 @@ pub fn training_params(default_epochs: i64, default_lr: f64) -> Vec<ParamSig> {
             "AdamW betas",
         ),
         p(
+            "spike_guard",
+            Type::optional(Type::float_in(1.0, false, 1e9, true)),
+            v_float(crate::train::guard::DEFAULT_SPIKE_FACTOR),
+            "a gradient norm this many times the median of the last 100 steps is a spike: training stops, or \
+             with `grad_clip` the step is clipped and logged; `none` turns the check off",
+        ),
+        p(
             "val_every",
             Type::int(1, None),
             v_int(5),

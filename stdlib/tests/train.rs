@@ -30,7 +30,7 @@ use medgen_stdlib::train::checkpoint::{
 };
 use medgen_stdlib::train::clip::{clip_grad_norm, grad_norm, GradNorm};
 use medgen_stdlib::train::ema::Ema;
-use medgen_stdlib::train::guard::{Guard, GuardConfig, GuardState, HealthErrorKind};
+use medgen_stdlib::train::guard::{Guard, GuardConfig, GuardState, Health, HealthErrorKind, OnSpike};
 use medgen_stdlib::train::loss::{kl_diag_gaussian, l1, mse};
 use medgen_stdlib::train::optim::{AdamW, AdamWConfig, GAN_BETAS};
 use medgen_stdlib::train::params::Params;
@@ -793,7 +793,7 @@ fn nan_gradient_is_reported_with_its_variable() {
 
 #[test]
 fn gradient_spike_is_reported_against_the_running_median() {
-    let config = GuardConfig { window: 5, min_history: 3, spike_factor: 10.0 };
+    let config = GuardConfig { window: 5, min_history: 3, ..GuardConfig::default() };
     let mut guard = Guard::new(config);
     assert!(guard.check_gradients(0, &norm(1000.0)).is_ok(), "no verdict before min_history norms");
     for (step, total) in [1.0, 2.0, 1.5, 2.5, 1.0, 2.0].into_iter().enumerate() {
@@ -811,6 +811,24 @@ fn gradient_spike_is_reported_against_the_running_median() {
     assert_eq!(guard.state().recent_norms, [1.5, 2.5, 1.0, 2.0, 19.9], "the spike did not enter the window");
     let restored = Guard::from_state(config, &guard.state());
     assert_eq!(restored.state(), guard.state());
+}
+
+#[test]
+fn with_clipping_a_spike_is_let_through_and_kept_out_of_the_window_and_none_turns_the_check_off() {
+    let healthy = [1.0, 2.0, 1.5];
+    let mut clipping =
+        Guard::new(GuardConfig { window: 5, min_history: 3, on_spike: OnSpike::Clip, ..GuardConfig::default() });
+    let mut unguarded =
+        Guard::new(GuardConfig { window: 5, min_history: 3, spike_factor: None, ..GuardConfig::default() });
+    for (step, total) in healthy.into_iter().enumerate() {
+        assert_eq!(clipping.check_gradients(step as u64, &norm(total)).unwrap(), Health::Healthy);
+        assert_eq!(unguarded.check_gradients(step as u64, &norm(total)).unwrap(), Health::Healthy);
+    }
+    let verdict = clipping.check_gradients(3, &norm(250.0)).expect("a clipped spike does not stop training");
+    assert_eq!(verdict, Health::ClippedSpike { norm: 250.0, median: 1.5 });
+    assert_eq!(clipping.state().recent_norms, healthy, "the spike did not enter the window");
+    assert_eq!(unguarded.check_gradients(3, &norm(250.0)).unwrap(), Health::Healthy);
+    assert!(clipping.check_gradients(4, &norm(f64::NAN)).is_err(), "a non-finite norm stops even with clipping");
 }
 
 // ---- Random streams ---------------------------------------------------------------------------------

@@ -173,6 +173,47 @@ fn read_patient(
     }
 }
 
+/// Relative tolerance of voxel sizes that count as the same (header rounding).
+const SPACING_TOLERANCE: f64 = 1e-3;
+
+fn same_spacing(a: Spacing, b: Spacing) -> bool {
+    a.dhw().iter().zip(b.dhw()).all(|(x, y)| (x - y).abs() <= SPACING_TOLERANCE * y.abs().max(1.0))
+}
+
+/// Patients whose geometry would otherwise be silently relabelled: medgen does not resample, so
+/// every patient must have the declared voxel spacing (or, without one, the first patient's), and
+/// without a declared `shape` to crop or pad to, the first patient's shape. Each problem names
+/// its patient.
+fn geometry_problems(
+    patients: &[(&str, Shape, Spacing)],
+    shape_declared: bool,
+    spacing: Option<Spacing>,
+) -> Vec<String> {
+    let Some(&(first, first_shape, first_spacing)) = patients.first() else { return Vec::new() };
+    let (wanted, from) = match spacing {
+        Some(s) => (s, "the declared `spacing`".to_string()),
+        None => (first_spacing, format!("patient {first}'s")),
+    };
+    let mut problems = Vec::new();
+    for &(id, shape, spacing) in patients {
+        if !same_spacing(spacing, wanted) {
+            problems.push(format!(
+                "patient {id}: voxel spacing {:?} mm, not {from} {:?} mm (medgen does not resample: resample the \
+                 files to one spacing, or leave `spacing` out when they share theirs)",
+                spacing.dhw(),
+                wanted.dhw()
+            ));
+        }
+        if !shape_declared && shape != first_shape {
+            problems.push(format!(
+                "patient {id}: shape {shape:?}, not patient {first}'s {first_shape:?} (declare `shape` to crop or pad \
+                 every volume to one shape)"
+            ));
+        }
+    }
+    problems
+}
+
 /// Patient folders under `dir`, sorted.
 fn patients_in(dir: &Path) -> Result<Vec<String>, StageError> {
     let entries =
@@ -204,20 +245,29 @@ impl StageRunner for Nifti {
         let pattern = p.get("pattern").and_then(Value::as_str).unwrap_or("{patient}/{modality}.nii.gz").to_string();
         let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
         let ids = patients_in(&dir)?;
+        let declared_shape = match p.get("shape") {
+            Some(Value::None) | None => None,
+            Some(v) => Some(shape3(&ints(Some(v)))),
+        };
+        let declared_spacing = match p.get("spacing") {
+            Some(Value::None) | None => None,
+            Some(v) => Some(spacing3(&floats(Some(v)))),
+        };
         // First pass: check every patient, so that all problems are reported before any work.
         let mut problems = Vec::new();
-        let mut native: Option<(Shape, Spacing)> = None;
+        let mut geometries: Vec<(&str, Shape, Spacing)> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             (cx.progress)(format!("checking patient {}/{}", i + 1, ids.len()));
             match read_patient(&dir, &pattern, id, &modalities) {
                 Ok(volumes) => {
                     if let Some(v) = volumes.values().next() {
-                        native.get_or_insert((v.shape, v.spacing));
+                        geometries.push((id, v.shape, v.spacing));
                     }
                 }
                 Err(mut found) => problems.append(&mut found),
             }
         }
+        problems.extend(geometry_problems(&geometries, declared_shape.is_some(), declared_spacing));
         if !problems.is_empty() {
             let n = problems.len();
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
@@ -228,15 +278,11 @@ impl StageRunner for Nifti {
                 list.join("\n")
             )));
         }
-        let (native_shape, native_spacing) = native.expect("at least one patient was read");
-        let shape = match p.get("shape") {
-            Some(Value::None) | None => native_shape,
-            Some(v) => shape3(&ints(Some(v))),
+        let Some(&(_, native_shape, native_spacing)) = geometries.first() else {
+            return Err(StageError::Failed(format!("{}: no patient has volumes to read", dir.display())));
         };
-        let spacing = match p.get("spacing") {
-            Some(Value::None) | None => native_spacing,
-            Some(v) => spacing3(&floats(Some(v))),
-        };
+        let shape = declared_shape.unwrap_or(native_shape);
+        let spacing = declared_spacing.unwrap_or(native_spacing);
         let splits = assign(&ids, seed_param(p), &fractions(p));
         let normalize = p.get("normalize").and_then(Value::as_str) != Some("none");
         let mut patients = Vec::with_capacity(ids.len());

@@ -166,13 +166,15 @@ impl Nifti {
                     "shape",
                     Type::optional(shape_type()),
                     ParamDefault::Value(Value::None),
-                    "resample to [depth, height, width]; none keeps the files' shape",
+                    "crop or pad (centred) every volume to [depth, height, width]; none: every patient must have \
+                     the first one's shape",
                 ),
                 ParamSig::new(
                     "spacing",
                     Type::optional(spacing_type()),
                     ParamDefault::Value(Value::None),
-                    "voxel size after resampling, same order as `shape`",
+                    "the files' voxel size in mm, same order as `shape`, checked for every patient (medgen does \
+                     not resample); none takes it from the files, which must agree",
                 ),
                 split_param(),
                 seed_param(),

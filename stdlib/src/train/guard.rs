@@ -33,13 +33,42 @@ pub const DEFAULT_SPIKE_FACTOR: f64 = 10.0;
 pub struct GuardConfig {
     pub window: usize,
     pub min_history: usize,
-    pub spike_factor: f64,
+    /// `None`: spikes are not judged (the stage's `spike_guard = none`).
+    pub spike_factor: Option<f64>,
+    pub on_spike: OnSpike,
+}
+
+/// What a gradient spike does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSpike {
+    /// Stop the stage without applying the update.
+    Stop,
+    /// Apply the update, whose gradients the stage clips (`grad_clip`), and keep the spike out
+    /// of the window.
+    Clip,
 }
 
 impl Default for GuardConfig {
     fn default() -> Self {
-        GuardConfig { window: DEFAULT_WINDOW, min_history: DEFAULT_MIN_HISTORY, spike_factor: DEFAULT_SPIKE_FACTOR }
+        GuardConfig {
+            window: DEFAULT_WINDOW,
+            min_history: DEFAULT_MIN_HISTORY,
+            spike_factor: Some(DEFAULT_SPIKE_FACTOR),
+            on_spike: OnSpike::Stop,
+        }
     }
+}
+
+/// A step the guard let through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Health {
+    Healthy,
+    /// A spike that was clipped rather than stopped on ([`OnSpike::Clip`]).
+    ClippedSpike {
+        norm: f64,
+        median: f64,
+    },
 }
 
 /// The gradient norms of the last healthy steps, oldest first.
@@ -127,18 +156,20 @@ impl Guard {
         }
     }
 
-    /// Fails if the gradient norm of `step` is not finite or is a spike; otherwise adds it to the
-    /// window.
-    pub fn check_gradients(&mut self, step: u64, norm: &GradNorm) -> Result<(), HealthError> {
+    /// Fails if the gradient norm of `step` is not finite, or is a spike the configuration stops
+    /// on; otherwise adds a healthy norm to the window.
+    pub fn check_gradients(&mut self, step: u64, norm: &GradNorm) -> Result<Health, HealthError> {
         let total = norm.total;
         if !total.is_finite() {
             let variables = norm.non_finite.clone();
             return Err(HealthError { step, kind: HealthErrorKind::NonFiniteGradient { norm: total, variables } });
         }
-        if !self.recent.is_empty() && self.recent.len() >= self.config.min_history {
+        if let (Some(factor), true) = (self.config.spike_factor, self.recent.len() >= self.config.min_history.max(1)) {
             let median = median(&self.recent);
-            if total > self.config.spike_factor * median {
-                let GuardConfig { spike_factor: factor, .. } = self.config;
+            if total > factor * median {
+                if self.config.on_spike == OnSpike::Clip {
+                    return Ok(Health::ClippedSpike { norm: total, median });
+                }
                 let window = self.recent.len();
                 return Err(HealthError {
                     step,
@@ -150,7 +181,7 @@ impl Guard {
             self.recent.pop_front();
         }
         self.recent.push_back(total);
-        Ok(())
+        Ok(Health::Healthy)
     }
 }
 

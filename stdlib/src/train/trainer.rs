@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{latest, CheckpointConfig, TrainState};
 use super::clip::{clip_grad_norm, grad_norm};
 use super::ema::Ema;
-use super::guard::{Guard, GuardConfig};
+use super::guard::{Guard, GuardConfig, Health, HealthError, HealthErrorKind, OnSpike};
 use super::optim::{AdamW, AdamWConfig};
 use super::params::Params;
 use super::rng::{Purpose, Stream, Streams};
@@ -134,6 +134,8 @@ pub struct TrainConfig {
     pub adamw: AdamWConfig,
     pub val_every: u64,
     pub seed: u64,
+    /// A gradient norm this many times the recent median is a spike; `None`: not judged.
+    pub spike_guard: Option<f64>,
 }
 
 impl TrainConfig {
@@ -159,6 +161,7 @@ impl TrainConfig {
             },
             val_every: int("val_every", 1).max(1),
             seed: int("seed", 0),
+            spike_guard: float("spike_guard"),
         }
     }
 }
@@ -176,6 +179,9 @@ pub struct EpochRecord {
     /// The objective's extra validation measures (`None`: no validation sample fell in it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub val: Means,
+    /// Gradient spikes clipped rather than stopped on (`grad_clip` set).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clipped_spikes: u64,
     pub seconds: f64,
 }
 
@@ -228,6 +234,21 @@ impl TrainReport {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Written to the work directory when a health check stops training, so that a rerun of the same
+/// key (same data, seed and weights: the same stop) fails at once instead of training up to it.
+const STOPPED: &str = "stopped.json";
+
+/// What stopped a training for good.
+#[derive(Serialize, Deserialize)]
+struct Stopped {
+    step: u64,
+    reason: String,
+}
+
 /// The metadata saved with every checkpoint.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Progress {
@@ -275,14 +296,22 @@ pub fn train(
         ema,
         streams: Streams::new(cfg.seed),
         val_history: ValHistory::default(),
-        guard: Guard::new(GuardConfig::default()),
+        guard: Guard::new(GuardConfig {
+            spike_factor: cfg.spike_guard,
+            on_spike: if cfg.grad_clip.is_some() { OnSpike::Clip } else { OnSpike::Stop },
+            ..GuardConfig::default()
+        }),
         metadata: serde_json::Value::Null,
     };
     let checkpoints = cx.work_dir.join(CHECKPOINT_DIR);
+    refuse_a_known_stop(&cx.work_dir)?;
     let mut progress = Progress::default();
     if let Some(dir) = latest(&checkpoints).map_err(|e| failed(e.to_string()))? {
-        state.load(&dir).map_err(|e| failed(format!("cannot resume: {e} (delete {} to start over)", dir.display())))?;
-        progress = serde_json::from_value(state.metadata.clone()).unwrap_or_default();
+        let cannot_resume =
+            |e: &dyn std::fmt::Display| failed(format!("cannot resume: {e} (delete {} to start over)", dir.display()));
+        state.load(&dir).map_err(|e| cannot_resume(&e))?;
+        progress = serde_json::from_value(state.metadata.clone())
+            .map_err(|e| cannot_resume(&format!("the checkpoint's training progress is unreadable ({e})")))?;
         tracing::info!(step = state.step, "resuming from {}", dir.display());
     }
 
@@ -292,14 +321,22 @@ pub fn train(
     let mut last_report = Instant::now() - PROGRESS_INTERVAL;
     for epoch in start_epoch..cfg.epochs {
         let epoch_started = Instant::now();
-        let (mut loss_sum, mut loss_count, mut lr) = (0.0, 0usize, cfg.lr);
+        let (mut loss_sum, mut loss_count, mut lr, mut clipped_spikes) = (0.0, 0usize, cfg.lr, 0u64);
         for batch in train.epoch(epoch) {
             if cx.cancel.load(Ordering::SeqCst) {
                 return Err(StageError::Cancelled);
             }
             let batch = batch.map_err(failed)?;
             lr = schedule.lr(state.step, &state.val_history);
-            let loss = step(&mut state, objective, &batch, cfg, lr)?;
+            let (loss, health) = match step(&mut state, objective, &batch, cfg, lr) {
+                Ok(done) => done,
+                Err(Stop::Health(e)) => return Err(record_stop(&cx.work_dir, &e)),
+                Err(Stop::Failed(e)) => return Err(e),
+            };
+            if let Health::ClippedSpike { norm, median } = health {
+                clipped_spikes += 1;
+                tracing::warn!(step = state.step, norm, median, "gradient spike clipped (grad_clip)");
+            }
             loss_sum += loss;
             loss_count += 1;
             if last_report.elapsed() >= PROGRESS_INTERVAL {
@@ -335,6 +372,7 @@ pub fn train(
             train_loss: loss_sum / loss_count.max(1) as f64,
             val_loss,
             val: val_extra,
+            clipped_spikes,
             seconds: epoch_started.elapsed().as_secs_f64(),
         });
         state.metadata = serde_json::to_value(&progress).map_err(|e| failed(e.to_string()))?;
@@ -345,35 +383,93 @@ pub fn train(
     with_eval_weights(&mut state, || save_weights(varmap, &cx.out_dir.join(LAST_WEIGHTS)))?;
     std::fs::copy(cx.work_dir.join(BEST_WEIGHTS), cx.out_dir.join(BEST_WEIGHTS))
         .map_err(|e| failed(format!("cannot copy the best weights: {e}")))?;
-    let best = progress.best.expect("the last epoch validates");
+    let best = progress.best.ok_or_else(|| {
+        failed(format!(
+            "the checkpoint in {} records no validation, so no weights can be called best: delete it to start over",
+            checkpoints.display()
+        ))
+    })?;
     Ok(TrainReport { history: progress.history, best })
 }
 
-/// One optimiser step; returns the loss.
+/// Why a step did not complete: a health check, or anything else.
+enum Stop {
+    Health(HealthError),
+    Failed(StageError),
+}
+
+impl From<StageError> for Stop {
+    fn from(e: StageError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// One optimiser step; returns the loss and what the guard saw.
 fn step(
     state: &mut TrainState,
     objective: &mut dyn Objective,
     batch: &Batch,
     cfg: &TrainConfig,
     lr: f64,
-) -> Result<f64, StageError> {
+) -> Result<(f64, Health), Stop> {
     let loss = objective.loss(batch, &mut state.streams).map_err(model_error)?;
     let value = loss.to_dtype(candle_core::DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(model_error)?;
-    state.guard.check_loss(state.step, value).map_err(|e| failed(e.to_string()))?;
+    state.guard.check_loss(state.step, value).map_err(Stop::Health)?;
     let mut grads = loss.backward().map_err(model_error)?;
     let norm = match cfg.grad_clip {
         Some(max) => clip_grad_norm(&state.model, &mut grads, max),
         None => grad_norm(&state.model, &grads),
     }
     .map_err(model_error)?;
-    state.guard.check_gradients(state.step, &norm).map_err(|e| failed(e.to_string()))?;
+    let health = state.guard.check_gradients(state.step, &norm).map_err(Stop::Health)?;
     state.optimizer.step(&grads, lr).map_err(model_error)?;
     if let Some(ema) = &mut state.ema {
         ema.update().map_err(model_error)?;
     }
     objective.after_step(batch).map_err(model_error)?;
     state.step += 1;
-    Ok(value)
+    Ok((value, health))
+}
+
+/// Records a health stop in the work directory and says what to change.
+fn record_stop(work_dir: &Path, e: &HealthError) -> StageError {
+    let stopped = Stopped { step: e.step, reason: e.to_string() };
+    let written = serde_json::to_vec_pretty(&stopped).map_err(|e| e.to_string()).and_then(|bytes| {
+        std::fs::create_dir_all(work_dir)
+            .and_then(|()| std::fs::write(work_dir.join(STOPPED), bytes))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(why) = written {
+        tracing::warn!("cannot record the stop in {}: {why}", work_dir.display());
+    }
+    failed(format!("{e}\n{}", stop_hint(e)))
+}
+
+/// What to change after a health stop; a rerun with the same settings would stop again.
+fn stop_hint(e: &HealthError) -> &'static str {
+    match e.kind {
+        HealthErrorKind::GradientSpike { .. } => {
+            "set `grad_clip` (spikes are then clipped and logged instead of stopping), lower `lr`, or raise \
+             `spike_guard` (`none` turns the check off)"
+        }
+        _ => "lower `lr`, set `grad_clip` or `warmup`, and check the data; then run again (the stage starts over)",
+    }
+}
+
+/// Fails at once when an earlier run of this key stopped on a health check: the same data, seed
+/// and weights would train up to the same stop.
+fn refuse_a_known_stop(work_dir: &Path) -> Result<(), StageError> {
+    let path = work_dir.join(STOPPED);
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
+    let stopped: Stopped = serde_json::from_slice(&bytes)
+        .map_err(|e| failed(format!("{}: unreadable ({e}); delete it to train again", path.display())))?;
+    Err(failed(format!(
+        "an earlier run with these settings stopped at step {} and would stop there again: {}\nchange the \
+         settings (a new cache key starts over), or delete {} to retry as it is",
+        stopped.step,
+        stopped.reason,
+        path.display()
+    )))
 }
 
 /// A validation pass on the evaluation weights; the mean loss (None for an empty split) and the
@@ -460,4 +556,25 @@ pub fn trainable(varmap: &VarMap, frozen: &[&str]) -> Params {
     let kept: Vec<(String, Var)> =
         all.iter().filter(|(n, _)| !frozen.contains(n)).map(|(n, v)| (n.to_string(), v.clone())).collect();
     Params::from_entries(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_health_stop_refuses_the_rerun_and_says_what_to_change() {
+        let dir = std::env::temp_dir().join(format!("medgen-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(refuse_a_known_stop(&dir).is_ok(), "nothing recorded: training may start");
+        let spike = HealthError {
+            step: 41,
+            kind: HealthErrorKind::GradientSpike { norm: 300.0, median: 2.0, factor: 10.0, window: 100 },
+        };
+        let StageError::Failed(first) = record_stop(&dir, &spike) else { panic!("a failure") };
+        assert!(first.contains("set `grad_clip`"), "{first}");
+        let StageError::Failed(again) = refuse_a_known_stop(&dir).unwrap_err() else { panic!("a failure") };
+        assert!(again.contains("stopped at step 41") && again.contains("gradient spike"), "{again}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
