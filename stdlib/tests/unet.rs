@@ -177,3 +177,26 @@ fn overfits_a_fixed_batch_2d() -> Result<()> {
 fn overfits_a_fixed_batch_3d() -> Result<()> {
     overfit(SpatialDims::Three, 300).map(drop)
 }
+
+/// `heads` in a pipeline is the number of attention heads at every attended level, and in the
+/// middle block (MONAI's `num_head_channels` given per level as channels / heads).
+#[test]
+fn the_heads_of_a_pipeline_split_every_attended_level() -> Result<()> {
+    use medgen_stdlib::run::denoiser::{Architecture, Denoiser, DenoiserSpec};
+    let spec = DenoiserSpec {
+        architecture: Architecture::Unet {
+            channels: vec![16, 32, 64],
+            attention: vec![false, true, true],
+            res_blocks: 1,
+            heads: 4,
+        },
+        dims: 2,
+        in_channels: 1,
+        out_channels: 1,
+        vector: None,
+    };
+    let vb = var_builder(&VarMap::new(), Stream::new(SEED, Purpose::Init), DType::F32, &Device::Cpu);
+    let Denoiser::Unet(unet) = spec.build(vb)? else { panic!("a UNet") };
+    assert_eq!(unet.config().head_channels, [4, 8, 16], "4 heads of 8 channels at 32, of 16 at 64");
+    Ok(())
+}

@@ -248,3 +248,33 @@ fn table(metrics: &BTreeMap<String, f64>, summaries: &BTreeMap<String, Summary>,
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::segmentation::Overlap;
+
+    fn scores(hd95_mm: Option<f64>, precision: Option<f64>) -> SegmentationScores {
+        let overlap = Overlap::default();
+        SegmentationScores { dice: 0.5, iou: 0.25, precision, recall: Some(0.5), hd95_mm, overlap }
+    }
+
+    #[test]
+    fn mask_scores_follow_the_request_and_summaries_count_the_volumes_without_them() {
+        let mut report = Report::new(vec!["hd95".into()], Vec::new());
+        let mut with = Scores::default();
+        with.mask(scores(Some(3.0), Some(1.0)), |m| m == "hd95");
+        let mut without = Scores::default();
+        without.mask(scores(None, Some(1.0)), |m| m == "hd95");
+        assert_eq!(with.values.keys().collect::<Vec<_>>(), ["hd95"], "only what was asked for");
+        report.add_case("a", Some("p1"), with);
+        report.add_case("b", Some("p2"), without);
+        let summaries = report.summaries();
+        assert_eq!((summaries["hd95"].volumes, summaries["hd95"].absent), (1, 1), "one volume had an empty mask");
+        assert_eq!(report.metrics()["hd95"], 3.0, "the mean leaves the empty one out");
+
+        let mut overlap = Scores::default();
+        overlap.mask(scores(None, None), |m| m == "dice");
+        assert_eq!(overlap.values.keys().collect::<Vec<_>>(), ["dice", "recall"], "precision is absent, iou unasked");
+    }
+}

@@ -69,7 +69,7 @@ impl Sample {
                         "batch",
                         Type::int(1, Some(65_536)),
                         ParamDefault::Value(Value::Int(8)),
-                        "volumes generated at once",
+                        "slices a 2D denoiser solves at once (bounds memory); a 3D one solves one volume at a time",
                     ),
                     ParamSig::new(
                         "previews",
