@@ -102,6 +102,7 @@ pub enum Pitfall {
     ReferenceShape { subject: Vec<i64>, reference: Vec<i64> },
     WindowTooLarge { what: String, window: i64, axis: &'static str, size: i64, fix: String },
     AugmentOnLatents { augment: String },
+    DisjointPatients { metric: String, subject: String, reference: String },
 }
 
 /// `16×32×32`.
@@ -240,6 +241,11 @@ impl fmt::Display for Pitfall {
             AugmentOnLatents { augment } => {
                 write!(f, "the image augmentation preset `{augment}` is applied to latents")
             }
+            DisjointPatients { metric, subject, reference } => write!(
+                f,
+                "`{metric}` compares each volume with its own patient, but the evaluated volumes are of `{subject}` and \
+                 the reference is `{reference}`: no patient is in both"
+            ),
             WindowTooLarge { what, window, axis, size, .. } => {
                 write!(f, "{what} needs at least {window} pixels along every axis it slides over; the {axis} is {size}")
             }
@@ -275,9 +281,10 @@ impl DiagnosticKind for Pitfall {
             | GuidanceUntrained { .. }
             | GuidanceUnconditional { .. }
             | CfgDropoutUnconditional { .. } => &SAMPLING_SETUP,
-            PairedMetricUnpaired { .. } | MaskMetricOnImages { .. } | MsSsimTooManyScales { .. } => {
-                &METRIC_NOT_APPLICABLE
-            }
+            PairedMetricUnpaired { .. }
+            | MaskMetricOnImages { .. }
+            | MsSsimTooManyScales { .. }
+            | DisjointPatients { .. } => &METRIC_NOT_APPLICABLE,
             ScoreAugWithoutOmega { .. } => &SCOREAUG_WITHOUT_OMEGA,
             StructuredLatentF32 => &STRUCTURED_LATENT_F32,
             LatentWithoutStabilisers { .. } => &LATENT_WITHOUT_STABILISERS,
@@ -390,6 +397,10 @@ impl DiagnosticKind for Pitfall {
             AugmentOnLatents { .. } => {
                 "set `augment = none`: flips and intensity changes of latents are not those of images".into()
             }
+            DisjointPatients { subject, .. } => format!(
+                "evaluate against `reference: {subject}`, or generate for the reference's masks (`conditions:` the \
+                 reference split)"
+            ),
         })
     }
 }

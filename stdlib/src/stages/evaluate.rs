@@ -14,8 +14,8 @@ use crate::vocab::{
     self, strings, DISTRIBUTION_METRICS, MASK_METRICS, METRICS, PAIRED_METRICS, PERCEPTUAL_METRICS, SEG,
 };
 
-use super::compress::model_axes;
-use super::{axes, axial, derive_seed, too_small, DatasetView};
+use super::compress::{check_divisible, model_axes};
+use super::{axes, axial, derive_seed, split_name, too_small, DatasetView};
 use crate::metrics::lpips::SliceAxis;
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 
@@ -139,11 +139,13 @@ impl StageKind for Evaluate {
             return Outputs::default();
         };
         let kind = subject.kind;
+        let subject_split = subject.field.map(str::to_string);
         let subject_out = subject.outputs.clone();
         let subject_dataset = (kind == DataKind::Dataset).then(|| DatasetView::read(subject));
         let reference_span = reference.span;
         let reference_split = reference.field.map(str::to_string);
         let reference = DatasetView::read(reference);
+        let compared_with = split_name(&reference.name, reference_split.as_deref());
         // What the subject holds: intensity images, masks, or (a dataset) both.
         let (images, has_images, has_masks) = match &subject_dataset {
             Some(dataset) => {
@@ -212,6 +214,36 @@ impl StageKind for Evaluate {
         if has_masks && cx.value("binarize_seg").as_bool() == Some(false) {
             let span = cx.span_of("binarize_seg");
             cx.error(Pitfall::SegNotThresholded, span);
+        }
+        // Paired metrics need subject volumes of the reference's patients: samples generated for
+        // its masks, or a dataset holding them.
+        let paired_wanted = metrics.iter().find(|m| PAIRED_METRICS.contains(&m.as_str())).cloned();
+        let pairs_with = match (&subject_dataset, kind) {
+            (Some(dataset), _) if dataset.name == reference.name => {
+                Some(split_name(&dataset.name, subject_split.as_deref()))
+            }
+            (None, DataKind::Samples) => {
+                subject_out.get_value("conditioned_on").and_then(Value::as_str).map(str::to_string)
+            }
+            _ => None,
+        };
+        if let (Some(metric), Some(subject_patients)) = (paired_wanted, pairs_with) {
+            let disjoint = subject_patients != compared_with
+                && !compared_with.starts_with(&format!("{subject_patients}."))
+                && !subject_patients.starts_with(&format!("{compared_with}."));
+            if !unpaired && disjoint {
+                let pitfall =
+                    Pitfall::DisjointPatients { metric, subject: subject_patients, reference: compared_with.clone() };
+                cx.error(pitfall, reference_span);
+            }
+        }
+        if kind == DataKind::Compressor {
+            if let Some(shape) = &reference.shape {
+                let scale = subject_out.get_value("scale_factor").and_then(Value::as_i64).unwrap_or(1);
+                let compressor_dims = subject_out.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
+                let what = format!("the compressor's downsampling factor ({scale}x), which reconstructs them");
+                check_divisible(cx, shape, compressor_dims, scale, &what, reference_span);
+            }
         }
         if metrics.iter().any(|m| m == "cmmd") {
             let instead = "remove `cmmd` from `metrics`; `fid` and `kid` are available".to_string();

@@ -137,6 +137,11 @@ pub(crate) fn axes(shape: &[i64]) -> Vec<(&'static str, i64)> {
     names.iter().copied().zip(shape.iter().copied()).collect()
 }
 
+/// `brain.test`, or `brain` for a whole dataset: which patients an input holds.
+pub(crate) fn split_name(dataset: &str, split: Option<&str>) -> String {
+    split.map_or_else(|| dataset.to_string(), |s| format!("{dataset}.{s}"))
+}
+
 /// The axes of an axial slice: height and width.
 pub(crate) fn axial(shape: &[i64]) -> Vec<(&'static str, i64)> {
     let all = axes(shape);

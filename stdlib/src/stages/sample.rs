@@ -11,7 +11,7 @@ use medgen_lang::value::Value;
 use crate::pitfalls::Pitfall;
 use crate::vocab::{self, solver, SEG};
 
-use super::{derive_seed, DatasetView};
+use super::{derive_seed, split_name, DatasetView};
 
 pub struct Sample {
     sig: Signature,
@@ -124,9 +124,16 @@ impl StageKind for Sample {
             v.filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
         };
         let model_shape = ints(den.get_value("pixel_shape"));
+        let mut conditioned_on = Value::None;
         if let Some(conditions) = cx.input("conditions") {
             let span = conditions.span;
-            if let (Some(shape), Some(model)) = (DatasetView::read(conditions).shape, model_shape) {
+            let split = conditions.field.map(str::to_string);
+            let dataset = DatasetView::read(conditions);
+            conditioned_on = Value::Str(split_name(&dataset.name, split.as_deref()));
+            if let Some(split) = &split {
+                dataset.require_split(cx, split, "conditioning the samples", span);
+            }
+            if let (Some(shape), Some(model)) = (dataset.shape, model_shape) {
                 if shape != model {
                     cx.error(Pitfall::ConditionsShape { conditions: shape, model }, span);
                 }
@@ -149,7 +156,8 @@ impl StageKind for Sample {
         }
         o.value("shape", den.get_value("pixel_shape").cloned().unwrap_or(Value::None))
             .value("count", cx.value("count").clone())
-            .value("seg_output", Value::Bool(vocab::mode_generates_seg(&mode)));
+            .value("seg_output", Value::Bool(vocab::mode_generates_seg(&mode)))
+            .value("conditioned_on", conditioned_on);
         let images = den.get_value("images").map(vocab::strings).unwrap_or_default();
         let paired = den.get_value("paired").and_then(Value::as_bool) == Some(true);
         o.metrics = metric_names(&images, paired);
