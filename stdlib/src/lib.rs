@@ -27,6 +27,7 @@ use medgen_lang::source::Span;
 
 use pitfalls::Pitfall;
 pub use run::StdRuntime;
+pub use stages::{compress_metric_names, MetricRules};
 
 /// Every stage kind medgen knows.
 pub struct StdRegistry {

@@ -50,6 +50,7 @@ codes! {
     SHAPE_MISMATCH = "E0124", Error, "volumes that must match in shape do not";
     WINDOW_TOO_LARGE = "E0125", Error, "images smaller than a metric's or loss's window";
     AUGMENT_ON_LATENTS = "E0126", Error, "clean-image augmentation applied to latents";
+    INTENSITY_AUGMENT_ON_MASKS = "E0127", Error, "intensity augmentation applied to segmentation masks";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
     MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
@@ -103,6 +104,8 @@ pub enum Pitfall {
     WindowTooLarge { what: String, window: i64, axis: &'static str, size: i64, fix: String },
     AugmentOnLatents { augment: String },
     DisjointPatients { metric: String, subject: String, reference: String },
+    CompressorMetric { metric: String, masks: bool },
+    IntensityAugmentOnMasks { augment: String },
 }
 
 /// `16×32×32`.
@@ -249,6 +252,15 @@ impl fmt::Display for Pitfall {
             WindowTooLarge { what, window, axis, size, .. } => {
                 write!(f, "{what} needs at least {window} pixels along every axis it slides over; the {axis} is {size}")
             }
+            CompressorMetric { metric, masks: true } => {
+                write!(f, "`{metric}` measures intensity images, and this compressor reconstructs masks")
+            }
+            CompressorMetric { metric, masks: false } => {
+                write!(f, "`{metric}` measures masks, and this compressor reconstructs intensity images")
+            }
+            IntensityAugmentOnMasks { augment } => {
+                write!(f, "the `{augment}` preset changes intensities, and this compressor's images are binary masks")
+            }
         }
     }
 }
@@ -284,7 +296,8 @@ impl DiagnosticKind for Pitfall {
             PairedMetricUnpaired { .. }
             | MaskMetricOnImages { .. }
             | MsSsimTooManyScales { .. }
-            | DisjointPatients { .. } => &METRIC_NOT_APPLICABLE,
+            | DisjointPatients { .. }
+            | CompressorMetric { .. } => &METRIC_NOT_APPLICABLE,
             ScoreAugWithoutOmega { .. } => &SCOREAUG_WITHOUT_OMEGA,
             StructuredLatentF32 => &STRUCTURED_LATENT_F32,
             LatentWithoutStabilisers { .. } => &LATENT_WITHOUT_STABILISERS,
@@ -295,6 +308,7 @@ impl DiagnosticKind for Pitfall {
             ConditionsShape { .. } | ReferenceShape { .. } => &SHAPE_MISMATCH,
             WindowTooLarge { .. } => &WINDOW_TOO_LARGE,
             AugmentOnLatents { .. } => &AUGMENT_ON_LATENTS,
+            IntensityAugmentOnMasks { .. } => &INTENSITY_AUGMENT_ON_MASKS,
         }
     }
 
@@ -401,6 +415,15 @@ impl DiagnosticKind for Pitfall {
                 "evaluate against `reference: {subject}`, or generate for the reference's masks (`conditions:` the \
                  reference split)"
             ),
+            CompressorMetric { masks: true, .. } => "measure a mask compressor with `dice` and `iou`".into(),
+            CompressorMetric { masks: false, .. } => {
+                "measure an image compressor with `psnr`, `ssim`, `ms_ssim` or `lpips`; compress masks in their own \
+                 stage (`images = [seg]`)"
+                    .into()
+            }
+            IntensityAugmentOnMasks { .. } => {
+                "use `augment = diffusion` (a flip, the default for masks) or `augment = none`".into()
+            }
         })
     }
 }

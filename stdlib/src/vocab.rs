@@ -34,6 +34,15 @@ pub const MASK_METRICS: &[&str] = &["dice", "iou", "hd95"];
 /// Metrics whose features come from networks pretrained on natural images (seed pitfall 9).
 pub const PERCEPTUAL_METRICS: &[&str] = &["lpips", "lpips_3d"];
 
+/// What `compress` measures on its validation split: an image compressor's reconstructions.
+pub const COMPRESS_IMAGE_METRICS: &[&str] = &["psnr", "ssim", "ms_ssim", "lpips"];
+
+/// What `compress` measures on its validation split: a mask compressor's reconstructions.
+pub const COMPRESS_MASK_METRICS: &[&str] = &["dice", "iou"];
+
+/// Every validation metric of `compress`.
+pub const COMPRESS_METRICS: &[&str] = &["psnr", "ssim", "ms_ssim", "lpips", "dice", "iou"];
+
 pub fn modality() -> Type {
     Type::enumeration("modality", MODALITIES)
 }

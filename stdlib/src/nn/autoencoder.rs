@@ -65,7 +65,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use super::conv::{Conv, SpatialDims, FIRST_SPATIAL};
 use super::norm::{GroupNorm, GroupNormConfig};
 use super::resample::upsample_nearest;
-use crate::train::loss::{kl_diag_gaussian, l1, mse};
+use crate::train::loss::{bce_with_logits, kl_diag_gaussian, l1, mse, soft_dice};
 
 /// MONAI's bounds for the KL-VAE's log-variance (`torch.clamp(z_log_var, -30.0, 20.0)`).
 pub const LOGVAR_CLAMP: (f64, f64) = (-30.0, 20.0);
@@ -304,11 +304,16 @@ impl Module for Decoder {
     }
 }
 
-/// The reconstruction term of an autoencoder's loss, reduced as a mean over all elements.
+/// The reconstruction term of an autoencoder's loss, an f32 scalar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconstruction {
+    /// Mean absolute error of intensities.
     L1,
+    /// Mean squared error of intensities.
     Mse,
+    /// Binary masks: the decoder's output are logits, scored by binary cross-entropy plus soft
+    /// Dice ([`bce_with_logits`] + [`soft_dice`], seed pitfall 45).
+    MaskBceDice,
 }
 
 impl Reconstruction {
@@ -316,6 +321,9 @@ impl Reconstruction {
         match self {
             Reconstruction::L1 => l1(reconstruction, target),
             Reconstruction::Mse => mse(reconstruction, target),
+            Reconstruction::MaskBceDice => {
+                bce_with_logits(reconstruction, target)? + soft_dice(reconstruction, target)?
+            }
         }
     }
 }

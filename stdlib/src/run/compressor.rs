@@ -5,6 +5,12 @@
 //! the same latents and the cache key stays honest), and the VQ-VAE's continuous encoder output
 //! *before* quantisation, as in latent diffusion's VQ-regularised models (Rombach et al. 2022):
 //! decoding quantises first, which snaps a generated latent onto the codebook.
+//!
+//! What the decoder's output is: intensities for an image compressor, **logits** for a mask
+//! compressor (`images = [seg]`), which trains with BCE + soft Dice (seed pitfall 45).
+//! [`CompressorSpec::to_pixels`] is the one place that turns a decoded tensor into values in
+//! [0, 1] — a clamp for intensities, the sigmoid for mask logits — so `compress`'s validation,
+//! `evaluate`'s reconstructions and `sample`'s decoding read a compressor's output alike.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -17,6 +23,7 @@ use crate::nn::autoencoder::{
 };
 use crate::nn::conv::SpatialDims;
 use crate::nn::norm::norm_groups_for;
+use crate::vocab::SEG;
 
 /// MONAI's GroupNorm epsilon for autoencoders.
 const NORM_EPS: f64 = 1e-6;
@@ -78,6 +85,30 @@ impl CompressorSpec {
         1 << self.channels.len().saturating_sub(1)
     }
 
+    /// A mask codec: it compresses the segmentation mask alone.
+    pub fn is_mask_codec(&self) -> bool {
+        self.images == [SEG]
+    }
+
+    /// The reconstruction loss: BCE + soft Dice on logits for a mask codec, L1 for images.
+    pub fn reconstruction(&self) -> Reconstruction {
+        if self.is_mask_codec() {
+            Reconstruction::MaskBceDice
+        } else {
+            Reconstruction::L1
+        }
+    }
+
+    /// Decoded output as values in [0, 1]: mask probabilities (the sigmoid of the logits) for a
+    /// mask codec, intensities clamped to [0, 1] for images.
+    pub fn to_pixels(&self, decoded: &Tensor) -> Result<Tensor> {
+        if self.is_mask_codec() {
+            candle_nn::ops::sigmoid(decoded)
+        } else {
+            decoded.clamp(0f32, 1f32)
+        }
+    }
+
     fn autoencoder(&self) -> AutoencoderConfig {
         AutoencoderConfig {
             dims: if self.dims == 3 { SpatialDims::Three } else { SpatialDims::Two },
@@ -92,14 +123,15 @@ impl CompressorSpec {
 
     pub fn build(&self, vb: VarBuilder) -> Result<Compressor> {
         let autoencoder = self.autoencoder();
+        let reconstruction = self.reconstruction();
         Ok(match self.regularisation {
-            Regularisation::Kl { kl_weight } => Compressor::Kl(Box::new(KlVae::new(
-                vb,
-                &KlVaeConfig { autoencoder, reconstruction: Reconstruction::L1, kl_weight },
-            )?)),
+            Regularisation::Kl { kl_weight } => {
+                Compressor::Kl(Box::new(KlVae::new(vb, &KlVaeConfig { autoencoder, reconstruction, kl_weight })?))
+            }
             Regularisation::Vq { codebook, commitment, ema_decay } => {
                 let mut cfg = VqVaeConfig::new(autoencoder, codebook);
                 cfg.beta = commitment;
+                cfg.reconstruction = reconstruction;
                 if let Some(decay) = ema_decay {
                     cfg.codebook_update = CodebookUpdate::Ema { decay, epsilon: DEFAULT_EMA_EPSILON };
                 }

@@ -114,9 +114,15 @@ pub fn encode_volume(model: &Compressor, images: &Tensor, dims: usize, batch: us
     by_slices(|x| model.encode(x), images, dims, batch)
 }
 
-/// Decodes a `[c, D', h, w]` latent to `[C, D, H, W]` images.
-pub fn decode_volume(model: &Compressor, latent: &Tensor, dims: usize, batch: usize) -> candle_core::Result<Tensor> {
-    by_slices(|z| model.decode(z), latent, dims, batch)
+/// Decodes a `[c, D', h, w]` latent to `[C, D, H, W]` values in [0, 1]
+/// ([`CompressorSpec::to_pixels`]: intensities, or a mask codec's probabilities).
+pub fn decode_volume(
+    spec: &CompressorSpec,
+    model: &Compressor,
+    latent: &Tensor,
+    batch: usize,
+) -> candle_core::Result<Tensor> {
+    by_slices(|z| spec.to_pixels(&model.decode(z)?), latent, spec.dims, batch)
 }
 
 /// `f` on a `[C, D, H, W]` volume: whole for a 3D model, or on its axial slices, `batch` at a

@@ -175,7 +175,8 @@ fn read(path: &Path) -> Result<Volume, StageError> {
     load_nifti(path).map_err(|e| failed(e.to_string()))
 }
 
-/// A compressor's reconstruction of one reference patient, each channel clamped to [0, 1].
+/// A compressor's reconstruction of one reference patient, each channel in [0, 1]
+/// (`CompressorSpec::to_pixels`: clamped intensities, or mask probabilities).
 fn reconstruct(
     spec: &CompressorSpec,
     model: &Compressor,
@@ -190,9 +191,7 @@ fn reconstruct(
         .collect::<Result<Vec<Tensor>, StageError>>()?;
     let images = Tensor::stack(&channels, 0).map_err(model_error)?;
     let latent = encode_volume(model, &images, spec.dims, RECONSTRUCTION_BATCH).map_err(model_error)?;
-    let decoded = decode_volume(model, &latent, spec.dims, RECONSTRUCTION_BATCH)
-        .and_then(|x| x.clamp(0f32, 1f32))
-        .map_err(model_error)?;
+    let decoded = decode_volume(spec, model, &latent, RECONSTRUCTION_BATCH).map_err(model_error)?;
     let shape = reference.meta.shape;
     spec.images
         .iter()

@@ -2,6 +2,7 @@
 //! `nifti`), `compress`, `encode`, `diffuse`, `sample` and `evaluate`.
 
 mod compress;
+mod compress_validation;
 pub mod compressor;
 mod dataset;
 pub mod denoiser;

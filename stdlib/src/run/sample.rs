@@ -2,9 +2,10 @@
 //! latents, and write NIfTI volumes with PNG previews.
 //!
 //! **Order of operations** (seed pitfalls 75–79): the solver's clean estimate is never clamped in
-//! latent space; latents are divided by the latent scale and decoded; pixels trained in [-1, 1]
-//! are mapped back to [0, 1]; only then are values clamped to [0, 1], and generated masks
-//! binarised with the one `binarize_seg`.
+//! latent space; latents are divided by the latent scale and decoded (a mask codec's logits
+//! become probabilities, `CompressorSpec::to_pixels`); pixels trained in [-1, 1] are mapped back
+//! to [0, 1]; only then are values clamped to [0, 1], and generated masks binarised with the one
+//! `binarize_seg`.
 //!
 //! **Conditions.** Modes conditioned on a mask (`bravo`, `dual`, `multi`) and `seg_conditioned`
 //! (tumour counts per size bin) take their conditions from the `conditions` input's patients
@@ -31,7 +32,7 @@ use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
 use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
 
-use super::compressor::Compressor;
+use super::compressor::{Compressor, CompressorSpec};
 use super::denoiser::{Denoiser, VectorCondition};
 use super::diffuse::{DenoiserRecord, Space, DENOISER_RECORD};
 use super::encode::{decode_volume, load_compressor, read_volume};
@@ -121,7 +122,7 @@ impl StageRunner for Sample {
             solver,
             guidance: float_param(p, "guidance").max(1.0),
             chunk: int_param(p, "batch", 8).max(1),
-            decoder: decoder.as_ref().map(|(spec, model)| (spec.dims, spec.scale_factor(), model)),
+            decoder: decoder.as_ref().map(|(spec, model)| (spec, model)),
             device: &device,
         };
         let count = int_param(p, "count", 16).max(1);
@@ -251,8 +252,8 @@ struct Generator<'a> {
     guidance: f64,
     /// Slices per solve for a 2D denoiser.
     chunk: usize,
-    /// The compressor's dims, spatial scale factor and model, in latent space.
-    decoder: Option<(usize, usize, &'a Compressor)>,
+    /// The compressor's specification and model, in latent space.
+    decoder: Option<(&'a CompressorSpec, &'a Compressor)>,
     device: &'a Device,
 }
 
@@ -266,7 +267,7 @@ impl Generator<'_> {
     ) -> candle_core::Result<(Generated, usize)> {
         let record = self.record;
         let mask = match (condition.and_then(|c| c.mask.as_ref()), self.decoder) {
-            (Some(mask), Some((dims, scale, _))) => Some(mask_to_latent(mask, scale, dims)?),
+            (Some(mask), Some((spec, _))) => Some(mask_to_latent(mask, spec.scale_factor(), spec.dims)?),
             (mask, _) => mask.cloned(),
         };
         let runs: Vec<(Vec<String>, Option<Tensor>)> = match record.denoiser.vector {
@@ -376,8 +377,8 @@ impl Generator<'_> {
     /// `[C, D, H, W]` in the denoiser's space to `[C', D, H, W]` pixels in [0, 1].
     fn to_pixels(&self, x0: &Tensor) -> candle_core::Result<Tensor> {
         let pixels = match (&self.record.space, self.decoder) {
-            (Space::Latent { scale }, Some((dims, _, model))) => {
-                decode_volume(model, &x0.affine(1.0 / scale, 0.0)?, dims, self.chunk)?
+            (Space::Latent { scale }, Some((spec, model))) => {
+                decode_volume(spec, model, &x0.affine(1.0 / scale, 0.0)?, self.chunk)?
             }
             (Space::Pixel { rescale: true }, _) => x0.affine(0.5, 0.5)?,
             _ => x0.clone(),

@@ -1,6 +1,18 @@
 //! `compress`: train a VAE, VQ-VAE or DC-AE on a dataset's images. Its output is a compressor
 //! whose latent channels and scale factors are *outputs* that `encode`, `diffuse` and `sample`
 //! read — never guessed later from a checkpoint (seed pitfall 72).
+//!
+//! **Validation metrics.** The `metrics` parameter is resolved here, once, to what the runner
+//! computes on the validation split, and [`metric_names`] of it is what the stage declares, so
+//! an `expect` on a compressor names only what will be measured. By default it is every metric
+//! that applies ([`MetricRules::applicable`]): `psnr`, `ssim` and `ms_ssim` when SSIM's window
+//! fits every side the model sees, and `lpips` when its weights are given and AlexNet fits the
+//! axial slices, for images; `dice` and `iou` for masks. When the dataset's shape is known only
+//! at run time (`nifti` without `shape`), the default holds only what does not depend on size.
+//!
+//! **Masks** (`images = [seg]`) are compressed as masks: no intensity augmentation (E0127; the
+//! default preset is the flip-only `diffusion`), no perceptual loss (E0105), and the runner
+//! trains them with BCE + soft Dice (seed pitfall 45).
 
 use medgen_lang::signature::{
     DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, PathKind, Signature, StageKind, Type,
@@ -10,9 +22,13 @@ use medgen_lang::value::Value;
 
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::pitfalls::Pitfall;
-use crate::vocab::{self, augment, batch_augment, compressor_model, modalities, names, strings, SEG};
+use crate::vocab::{
+    self, augment, batch_augment, compressor_model, modalities, names, strings, COMPRESS_IMAGE_METRICS,
+    COMPRESS_MASK_METRICS, COMPRESS_METRICS, SEG,
+};
 
-use super::{axes, axial, derive_seed, too_small, with_metrics, DatasetView};
+use super::evaluate::MS_SSIM_WINDOW;
+use super::{axes, axial, derive_seed, too_small, DatasetView};
 
 /// Weight of the perceptual loss for image compression when the file does not say.
 pub const DEFAULT_PERCEPTUAL_WEIGHT: f64 = 1e-3;
@@ -57,8 +73,17 @@ impl Compress {
             ParamSig::new(
                 "augment",
                 augment(),
-                ParamDefault::Value(Value::Enum("vae".into())),
-                "clean-image augmentation preset (`vae` is the aggressive one)",
+                ParamDefault::Derived("`vae` for images, `diffusion` (a flip only) for masks"),
+                "clean-image augmentation preset (`vae` is the aggressive one; masks take no intensity change)",
+            ),
+            ParamSig::new(
+                "metrics",
+                Type::set(Type::enumeration("validation metric", COMPRESS_METRICS), 0, None),
+                ParamDefault::Derived(
+                    "every one that applies: `psnr`, `ssim`, `ms_ssim`, `lpips` (with `lpips_weights`) as the image \
+                     size allows, or `dice`, `iou` for masks",
+                ),
+                "measured on the validation split; reported at the best epoch with `train_loss` and `val_loss`",
             ),
             ParamSig::new(
                 "batch_augment",
@@ -165,6 +190,9 @@ impl StageKind for Compress {
             check_divisible(cx, shape, dims, scale, &what, model_span);
             latent_shape(shape, dims, scale)
         });
+        derive_augment(cx, seg_only);
+        let rules = MetricRules { masks: seg_only, shape: data.shape.as_deref(), dims, lpips: has_lpips };
+        let metrics = resolve_metrics(cx, &rules);
         let mut o = Outputs::default();
         o.value("kind", Value::Enum(model.variant().unwrap_or("vae").to_string()))
             .value("dims", Value::Int(dims))
@@ -177,11 +205,90 @@ impl StageKind for Compress {
                 "latent_shape",
                 latent_shape.map_or(Value::None, |s| Value::List(s.into_iter().map(Value::Int).collect())),
             );
-        if seg_only {
-            with_metrics(o, &["val_loss", "dice", "iou"])
-        } else {
-            with_metrics(o, &["val_loss", "psnr", "ssim", "ms_ssim", "lpips"])
+        o.metrics = metric_names(&metrics);
+        o
+    }
+}
+
+/// The names a `compress` stage with validation `metrics` reports (`run::compress` reports
+/// exactly these), sorted: `train_loss` (the last epoch's), `val_loss` (the best) and every
+/// metric at the best epoch.
+pub fn metric_names(metrics: &[String]) -> Vec<String> {
+    let mut names: Vec<String> =
+        ["train_loss", "val_loss"].iter().map(|m| m.to_string()).chain(metrics.iter().cloned()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What decides which validation metrics a compressor can report.
+pub struct MetricRules<'a> {
+    /// A mask compressor (`images = [seg]`).
+    pub masks: bool,
+    /// The dataset's shape; `None` when it is known only at run time.
+    pub shape: Option<&'a [i64]>,
+    /// The model's dims: SSIM slides over the sides it sees.
+    pub dims: i64,
+    /// Whether `lpips_weights` is given.
+    pub lpips: bool,
+}
+
+impl MetricRules<'_> {
+    /// Every validation metric that applies, in [`COMPRESS_METRICS`] order; with an unknown
+    /// shape only those that do not depend on the image size.
+    pub fn applicable(&self) -> Vec<String> {
+        let size_known = |m: &str| self.shape.is_some() || !matches!(m, "ssim" | "ms_ssim" | "lpips");
+        COMPRESS_METRICS.iter().filter(|m| size_known(m) && self.problem(m).is_none()).map(|m| m.to_string()).collect()
+    }
+
+    /// Why `metric` cannot be measured on this compressor's validation split, if it cannot.
+    pub fn problem(&self, metric: &str) -> Option<Pitfall> {
+        let wrong_kind = if self.masks { COMPRESS_IMAGE_METRICS } else { COMPRESS_MASK_METRICS };
+        if wrong_kind.contains(&metric) {
+            return Some(Pitfall::CompressorMetric { metric: metric.to_string(), masks: self.masks });
         }
+        if metric == "lpips" && !self.lpips {
+            return Some(Pitfall::MissingWeights { what: "the `lpips` metric".into(), param: "lpips_weights" });
+        }
+        let shape = self.shape?;
+        let fix = if self.dims == 3 && metric != "lpips" {
+            format!("use a 2D model (`dims: 2`), whose axial slices SSIM scores, or remove `{metric}` from `metrics`")
+        } else {
+            format!("remove `{metric}` from `metrics`, or compress larger images")
+        };
+        match metric {
+            "ssim" | "ms_ssim" => {
+                too_small(&model_axes(shape, self.dims), MS_SSIM_WINDOW, "SSIM's Gaussian window", &fix)
+            }
+            "lpips" => too_small(&axial(shape), MIN_INPUT_SIDE as i64, "`lpips` (AlexNet on axial slices)", &fix),
+            _ => None,
+        }
+    }
+}
+
+/// The validation metrics: those the file names, each checked, or every one that applies.
+fn resolve_metrics(cx: &mut DeriveCx<'_>, rules: &MetricRules<'_>) -> Vec<String> {
+    if !cx.is_set("metrics") {
+        let metrics = rules.applicable();
+        cx.derive("metrics", names(&metrics));
+        return metrics;
+    }
+    let metrics = strings(cx.value("metrics"));
+    let span = cx.span_of("metrics");
+    for problem in metrics.iter().filter_map(|m| rules.problem(m)) {
+        cx.error(problem, span);
+    }
+    metrics
+}
+
+/// Masks take no intensity augmentation: the `vae` preset's scale and shift would make a binary
+/// target fractional (E0127). Their default is the flip-only `diffusion` preset.
+fn derive_augment(cx: &mut DeriveCx<'_>, masks: bool) {
+    if !cx.is_set("augment") {
+        cx.derive("augment", Value::Enum(if masks { "diffusion" } else { "vae" }.into()));
+    } else if let Some(augment) = cx.value("augment").as_str().filter(|a| masks && *a == "vae").map(str::to_string) {
+        let span = cx.span_of("augment");
+        cx.error(Pitfall::IntensityAugmentOnMasks { augment }, span);
     }
 }
 
@@ -268,5 +375,55 @@ pub(crate) fn check_gan_betas(cx: &mut DeriveCx<'_>) {
             let span = if cx.is_set("betas") { cx.span_of("betas") } else { cx.span_of("adv_weight") };
             cx.error(Pitfall::GanBetas { beta1, beta2 }, span);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{metric_names, MetricRules};
+    use crate::metrics::image::ms_ssim_max_scales;
+
+    fn applicable(masks: bool, shape: Option<&[i64]>, dims: i64, lpips: bool) -> Vec<String> {
+        MetricRules { masks, shape, dims, lpips }.applicable()
+    }
+
+    #[test]
+    fn image_metrics_follow_the_sides_the_model_sees() {
+        assert_eq!(applicable(false, Some(&[8, 32, 32]), 2, false), ["psnr", "ssim", "ms_ssim"]);
+        assert_eq!(applicable(false, Some(&[8, 32, 32]), 2, true), ["psnr", "ssim", "ms_ssim", "lpips"]);
+        // 3D: the 8-slice depth is shorter than SSIM's window; LPIPS still fits the axial slices.
+        assert_eq!(applicable(false, Some(&[8, 32, 32]), 3, true), ["psnr", "lpips"]);
+        assert_eq!(applicable(false, Some(&[12, 16, 16]), 3, true), ["psnr", "ssim", "ms_ssim"]);
+        assert_eq!(applicable(false, Some(&[4, 8, 8]), 2, true), ["psnr"]);
+    }
+
+    #[test]
+    fn ms_ssim_applies_exactly_when_one_scale_fits() {
+        for side in 4..40 {
+            let shape = [4, side, side + 3];
+            let fits = ms_ssim_max_scales(&[side as usize, side as usize + 3], 11) >= 1;
+            let metrics = applicable(false, Some(&shape), 2, false);
+            assert_eq!(metrics.contains(&"ms_ssim".to_string()), fits, "side {side}");
+            assert_eq!(metrics.contains(&"ssim".to_string()), fits, "side {side}");
+        }
+    }
+
+    #[test]
+    fn masks_get_dice_and_iou_whatever_their_size() {
+        assert_eq!(applicable(true, Some(&[8, 32, 32]), 2, true), ["dice", "iou"]);
+        assert_eq!(applicable(true, Some(&[4, 8, 8]), 3, false), ["dice", "iou"]);
+        assert_eq!(applicable(true, None, 3, false), ["dice", "iou"]);
+    }
+
+    #[test]
+    fn an_unknown_shape_keeps_only_what_does_not_depend_on_size() {
+        assert_eq!(applicable(false, None, 2, true), ["psnr"]);
+    }
+
+    #[test]
+    fn names_add_the_losses_sorted() {
+        let metrics = ["psnr", "ssim", "ms_ssim", "lpips"].map(String::from);
+        assert_eq!(metric_names(&metrics), ["lpips", "ms_ssim", "psnr", "ssim", "train_loss", "val_loss"]);
+        assert_eq!(metric_names(&[]), ["train_loss", "val_loss"]);
     }
 }

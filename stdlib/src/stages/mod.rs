@@ -9,7 +9,7 @@ mod evaluate;
 mod sample;
 mod shell;
 
-pub use compress::Compress;
+pub use compress::{metric_names as compress_metric_names, Compress, MetricRules};
 pub use dataset::{Nifti, Phantom};
 pub use diffuse::Diffuse;
 pub use encode::Encode;

@@ -10,6 +10,12 @@
 //! the KL term by the number of latent elements per sample (C·D·H·W) — about 80,000 times weaker
 //! than the 2D model's for the same weight, so those VAEs trained with almost no KL
 //! regularisation, and nothing in the logs said so.
+//!
+//! Masks are reconstructed as logits and trained with [`bce_with_logits`] plus [`soft_dice`]
+//! (seed pitfall 45: a mask codec is a segmentation problem, not an intensity regression). The
+//! pair is MONAI's `DiceCELoss(sigmoid=True)` with its defaults: the binary cross-entropy of the
+//! logits averaged over every element, plus one minus the soft Dice of their sigmoid per sample
+//! and channel, averaged.
 
 use candle_core::{DType, Result, Tensor};
 
@@ -21,6 +27,36 @@ pub fn mse(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// Mean absolute error over all elements, in f32 (an f32 scalar).
 pub fn l1(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
     difference(prediction, target)?.abs()?.mean_all()
+}
+
+/// Smoothing added to the numerator and denominator of [`soft_dice`] (MONAI's `smooth_nr` and
+/// `smooth_dr`): an empty mask reconstructed empty scores 1, not 0/0.
+pub const DICE_SMOOTH: f64 = 1e-5;
+
+/// Binary cross-entropy of `logits` against `target` in [0, 1], averaged over all elements, in
+/// f32 (an f32 scalar): `max(x, 0) − x·t + log(1 + exp(−|x|))`, the stable form of
+/// `−t·log σ(x) − (1 − t)·log(1 − σ(x))` (PyTorch's `binary_cross_entropy_with_logits`).
+pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check_same_shape(logits, target, "logits", "target")?;
+    let x = logits.to_dtype(DType::F32)?;
+    let t = target.to_dtype(DType::F32)?;
+    let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    ((x.relu()? - (&x * &t)?)? + softplus)?.mean_all()
+}
+
+/// `1 − (2·Σ p·t + s) / (Σ p + Σ t + s)` with `p = σ(logits)` and `s` = [`DICE_SMOOTH`], summed
+/// over the spatial axes of each sample and channel of `[B, C, ...]` and averaged over them, in
+/// f32 (an f32 scalar).
+pub fn soft_dice(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check_same_shape(logits, target, "logits", "target")?;
+    if logits.rank() < 3 {
+        candle_core::bail!("soft Dice needs [batch, channels, ...] tensors, got shape {:?}", logits.shape());
+    }
+    let p = candle_nn::ops::sigmoid(&logits.to_dtype(DType::F32)?)?.flatten_from(2)?;
+    let t = target.to_dtype(DType::F32)?.flatten_from(2)?;
+    let overlap = ((p.mul(&t)?.sum(2)? * 2.0)? + DICE_SMOOTH)?;
+    let total = ((p.sum(2)? + t.sum(2)?)? + DICE_SMOOTH)?;
+    overlap.div(&total)?.neg()?.affine(1.0, 1.0)?.mean_all()
 }
 
 /// KL divergence of the diagonal Gaussian N(mean, exp(logvar)) from N(0, 1),
