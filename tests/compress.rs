@@ -98,15 +98,7 @@ fn write_lpips_weights(path: &Path) {
 
 /// The committed object directory of `instance` in the project's store.
 fn object(dir: &Path, instance: &str) -> PathBuf {
-    for entry in fs::read_dir(dir.join(".medgen/objects")).expect("the store's objects") {
-        let object = entry.expect("an object").path();
-        let key: serde_json::Value =
-            serde_json::from_slice(&fs::read(object.join("key.json")).expect("key.json")).expect("JSON");
-        if key["instance"] == instance {
-            return object;
-        }
-    }
-    panic!("no output of {instance} in {}", dir.display())
+    common::object(&dir.join(".medgen"), instance)
 }
 
 /// The metrics a finished stage reported, from its manifest.

@@ -54,21 +54,13 @@ fn write_networks(dir: &Path) {
 
 /// The metrics a finished stage reported.
 fn metrics(dir: &Path, instance: &str) -> serde_json::Map<String, serde_json::Value> {
-    let objects = dir.join(".medgen/objects");
-    for entry in fs::read_dir(&objects).expect("the store's objects") {
-        let object = entry.expect("an object").path();
-        let key: serde_json::Value =
-            serde_json::from_slice(&fs::read(object.join("key.json")).expect("key.json")).expect("JSON");
-        if key["instance"] == instance {
-            let text = fs::read(object.join("out/metrics.json")).expect("metrics.json");
-            let json: serde_json::Value = serde_json::from_slice(&text).expect("metrics.json is JSON");
-            for file in ["per_volume.json", "per_volume.csv", "report.md"] {
-                assert!(object.join("out").join(file).is_file(), "{instance} wrote {file}");
-            }
-            return json["metrics"].as_object().expect("a metrics object").clone();
-        }
+    let out = common::object(&dir.join(".medgen"), instance).join("out");
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("metrics.json")).expect("metrics.json")).expect("JSON");
+    for file in ["per_volume.json", "per_volume.csv", "report.md"] {
+        assert!(out.join(file).is_file(), "{instance} wrote {file}");
     }
-    panic!("no output of {instance}")
+    json["metrics"].as_object().expect("a metrics object").clone()
 }
 
 fn value(m: &serde_json::Map<String, serde_json::Value>, name: &str) -> f64 {
@@ -130,6 +122,23 @@ fn a_dataset_against_itself_scores_perfectly_and_reconstructions_do_not() {
     assert!(value(&recon, "lpips") > 0.0, "{}", value(&recon, "lpips"));
     assert!(value(&recon, "regional_background") > 0.0);
     assert!(value(&recon, "fid") > value(&same, "fid"), "reconstructions are further than the data itself");
+
+    // Every name reported is one `expect` accepts, and every name `expect` accepts is reported,
+    // LPIPS, FID and KID (with its spread) included.
+    let check = medgen(&dir, &["check", "p.mg", "--emit", "json"]);
+    let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("check --emit json prints JSON");
+    for (instance, reported) in [("same", &same), ("recon", &recon)] {
+        let stage =
+            checked["stages"].as_array().expect("stages").iter().find(|s| s["name"] == instance).expect("a stage");
+        let declared: Vec<&str> = stage["instances"][0]["outputs"]["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| m.as_str().expect("a name"))
+            .collect();
+        let produced: Vec<&str> = reported.keys().map(String::as_str).collect();
+        assert_eq!(declared, produced, "{instance}: declared (left) and produced (right) metric names");
+    }
 
     let again = medgen(&dir, &["run", "p.mg"]);
     assert!(stderr(&again).contains("0 ran"), "a rerun computes nothing: {}", stderr(&again));

@@ -17,7 +17,6 @@
 //! | `vqvae_dit_bravo` | VQ-VAE + DiT | 2 | latent | bravo | ddpm | heun | |
 //! | `vae3d_unet_bravo` | KL-VAE + UNet | 3 | latent | bravo | rflow | midpoint | |
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{medgen, stderr};
@@ -43,15 +42,7 @@ dataset brain = phantom {{
 
 /// The committed output directory of `instance`.
 fn output(dir: &Path, instance: &str) -> PathBuf {
-    for entry in fs::read_dir(dir.join(".medgen/objects")).expect("the store's objects") {
-        let object = entry.expect("an object").path();
-        let key: serde_json::Value =
-            serde_json::from_slice(&fs::read(object.join("key.json")).expect("key.json")).expect("JSON");
-        if key["instance"] == instance {
-            return object.join("out");
-        }
-    }
-    panic!("no output of {instance} in {}", dir.display())
+    common::object(&dir.join(".medgen"), instance).join("out")
 }
 
 /// The generated volumes of one sample (every `.nii.gz` of `sample_0000` but the condition's

@@ -31,15 +31,7 @@ fn ran(o: &Output) -> Vec<String> {
 
 /// The committed output directory of `instance` in the store `store` (which holds one).
 fn output(store: &Path, instance: &str) -> PathBuf {
-    for entry in fs::read_dir(store.join("objects")).expect("the store's objects") {
-        let dir = entry.expect("an object").path();
-        let key: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("key.json")).expect("key.json")).expect("key.json is JSON");
-        if key["instance"] == instance {
-            return dir.join("out");
-        }
-    }
-    panic!("no output of {instance} in {}", store.display())
+    common::object(store, instance).join("out")
 }
 
 const PHANTOM: &str = "

@@ -27,3 +27,17 @@ pub fn medgen(dir: &Path, args: &[&str]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The committed object directory (`out/`, `manifest.json`, `key.json`) of `instance` in the
+/// store `store`.
+pub fn object(store: &Path, instance: &str) -> PathBuf {
+    for entry in fs::read_dir(store.join("objects")).expect("the store's objects") {
+        let object = entry.expect("an object").path();
+        let key: serde_json::Value =
+            serde_json::from_slice(&fs::read(object.join("key.json")).expect("key.json")).expect("key.json is JSON");
+        if key["instance"] == instance {
+            return object;
+        }
+    }
+    panic!("no output of {instance} in {}", store.display())
+}
