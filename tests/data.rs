@@ -217,6 +217,78 @@ fn nifti_patients_of_another_spacing_or_shape_are_refused_by_name_not_relabelled
     assert!(!err.contains(&format!("patient {id}:")), "the 2 mm patient has the declared spacing: {err}");
 }
 
+/// Rewrites `path` (a `.nii.gz`) as a `.nii` beside it holding the same anatomy in another voxel
+/// order: x and y reversed, with an sform whose x and y columns point to L and P (DICOM's LPS),
+/// or, with `oblique`, an sform rotated by 10° about z.
+fn rewrite_oriented(path: &Path, oblique: bool) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut volume = load_nifti(path).expect("a phantom volume");
+    let [depth, height, width] = volume.shape;
+    if !oblique {
+        let original = volume.data.clone();
+        for z in 0..depth {
+            for y in 0..height {
+                for x in 0..width {
+                    volume.data[(z * height + y) * width + x] =
+                        original[(z * height + (height - 1 - y)) * width + (width - 1 - x)];
+                }
+            }
+        }
+    }
+    let plain = path.with_extension("");
+    std::fs::remove_file(path).expect("remove the .nii.gz");
+    save_nifti(&plain, &volume).expect("write the .nii");
+    let (s, c) = 10f32.to_radians().sin_cos();
+    let [sd, sh, sw] = volume.spacing.dhw().map(|v| v as f32);
+    let (row_x, row_y) = if oblique {
+        ([c * sw, -s * sh, 0.0, 0.0], [s * sw, c * sh, 0.0, 0.0])
+    } else {
+        ([-sw, 0.0, 0.0, 0.0], [0.0, -sh, 0.0, 0.0])
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(&plain).expect("open the .nii");
+    for (offset, row) in [(280u64, row_x), (296, row_y), (312, [0.0, 0.0, sd, 0.0])] {
+        file.seek(SeekFrom::Start(offset)).expect("seek");
+        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        file.write_all(&bytes).expect("patch the sform");
+    }
+}
+
+#[test]
+fn nifti_volumes_are_brought_to_one_orientation_and_oblique_ones_are_refused() {
+    let p = Project::new("orientation");
+    let phantom = p.run(PHANTOM, "brain");
+    let meta = DatasetMeta::read(&phantom).expect("meta");
+    let id = meta.patients[2].id.clone();
+    let read = |folder: &str| {
+        let user = p.dir.join(folder);
+        copy_volumes(&phantom, &user, &meta);
+        user
+    };
+    read("as_is");
+    let lps = read("lps");
+    for m in &meta.modalities {
+        rewrite_oriented(&volume_path(&lps, &id, m), false);
+    }
+    let pipeline = |folder: &str| {
+        format!("pipeline data\n\ndataset mets = nifti {{\n  dir        = \"{folder}\"\n  modalities = [t1_pre, t1_gd, seg]\n}}\n")
+    };
+    let reference = p.run(&pipeline("as_is"), "mets");
+    let reoriented = p.run(&pipeline("lps"), "mets");
+    for m in ["t1_pre", "t1_gd", "seg"] {
+        let expected = load_nifti(&volume_path(&reference, &id, m)).expect("as read from RAS files");
+        let found = load_nifti(&volume_path(&reoriented, &id, m)).expect("as read from LPS files");
+        assert_eq!(found, expected, "{m}: the LPS files of patient {id} read as the same RAS volume");
+    }
+
+    let oblique = read("oblique");
+    rewrite_oriented(&volume_path(&oblique, &id, "t1_gd"), true);
+    std::fs::write(p.dir.join("p.mg"), pipeline("oblique")).expect("write");
+    let o = p.medgen(&["run", "p.mg"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("{id}/t1_gd.nii: oblique voxel grid")), "the oblique file is named: {err}");
+}
+
 /// Copies a dataset directory's volumes into a user folder in the same layout.
 fn copy_volumes(from: &Path, to: &Path, meta: &DatasetMeta) {
     for patient in &meta.patients {

@@ -4,4 +4,5 @@
 //! caller.
 
 pub mod nifti;
+pub mod orientation;
 pub mod preview;

@@ -105,6 +105,9 @@ pub enum NiftiErrorKind {
     /// An affine that does not define a 3D grid: non-finite entries, a zero-length axis, or
     /// linearly dependent axes.
     DegenerateAffine { affine: Box<[[f64; 4]; 4]>, reason: &'static str },
+    /// Voxel axes not aligned with the world's (reading for a dataset, `load_nifti_ras`):
+    /// `direction[world][voxel]`.
+    Oblique { direction: Box<super::orientation::Direction> },
     /// A file name that ends in neither `.nii` nor `.nii.gz` (writing only).
     UnsupportedExtension,
     /// The volume's data length does not match its shape (writing only).
@@ -140,6 +143,11 @@ impl fmt::Display for NiftiErrorKind {
                 write!(f, "{} of {total} voxels are not finite ({nan} NaN, {infinite} infinite)", nan + infinite)
             }
             DegenerateAffine { affine, reason } => write!(f, "degenerate affine ({reason}): {affine:?}"),
+            Oblique { direction } => write!(
+                f,
+                "oblique voxel grid (axis directions {direction:?}): medgen reorients by permuting and flipping \
+                 axes, never by interpolating; resample the volume to an axis-aligned grid first"
+            ),
             UnsupportedExtension => write!(f, "file name must end in .nii or .nii.gz"),
             ShapeMismatch { shape, voxels } => write!(
                 f,
@@ -335,10 +343,19 @@ fn write_synced(tmp: &Path, volume: &Volume, header: &NiftiHeader, extension: &s
 /// Every failure names the file: missing or unreadable, not NIfTI, truncated, unsupported
 /// dimensionality or datatype, NaN or infinite voxels, degenerate affine.
 pub fn load_nifti(path: &Path) -> Result<Volume, NiftiError> {
-    read_volume(path).map_err(|kind| NiftiError { path: path.to_path_buf(), kind })
+    read_volume(path).map(|(volume, _)| volume).map_err(|kind| NiftiError { path: path.to_path_buf(), kind })
 }
 
-fn read_volume(path: &Path) -> Result<Volume, NiftiErrorKind> {
+/// Reads `path` as [`load_nifti`] does and brings it to RAS (`io::orientation`): how a dataset
+/// reads files from elsewhere, whose voxel order may be any permutation and flip of medgen's.
+pub fn load_nifti_ras(path: &Path) -> Result<Volume, NiftiError> {
+    let error = |kind| NiftiError { path: path.to_path_buf(), kind };
+    let (volume, direction) = read_volume(path).map_err(error)?;
+    super::orientation::to_ras(volume, &direction).map_err(error)
+}
+
+/// The voxels in the file's order and the directions of its voxel axes.
+fn read_volume(path: &Path) -> Result<(Volume, super::orientation::Direction), NiftiErrorKind> {
     let mut reader = open_maybe_gz(path)?;
     let header = read_header(&mut reader)?;
     let [x, y, z] = spatial_dims(&header)?;
@@ -351,7 +368,40 @@ fn read_volume(path: &Path) -> Result<Volume, NiftiErrorKind> {
     rescale(&mut data, header.scl_slope, header.scl_inter);
     let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
     check_finite(&data)?;
-    Ok(Volume { shape: [z, y, x], spacing, data })
+    Ok((Volume { shape: [z, y, x], spacing, data }, header_direction(&header)))
+}
+
+/// Unit directions of the voxel axes in world space: the sform's columns when `sform_code > 0`,
+/// else the qform's rotation (its quaternion, with `qfac` = pixdim[0] flipping z), else none
+/// (NIfTI's "method 1": the identity).
+fn header_direction(header: &NiftiHeader) -> super::orientation::Direction {
+    let mut direction = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    if header.sform_code > 0 {
+        let rows = [header.srow_x, header.srow_y, header.srow_z];
+        for (world, row) in rows.iter().enumerate() {
+            for voxel in 0..3 {
+                direction[world][voxel] = f64::from(row[voxel]);
+            }
+        }
+    } else if header.qform_code > 0 {
+        let [b, c, d] = [header.quatern_b, header.quatern_c, header.quatern_d].map(f64::from);
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        direction = [
+            [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+            [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+            [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+        ];
+        if header.pixdim[0] < 0.0 {
+            direction.iter_mut().for_each(|row| row[2] = -row[2]);
+        }
+    }
+    for voxel in 0..3 {
+        let norm = (0..3).map(|w| direction[w][voxel].powi(2)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            (0..3).for_each(|w| direction[w][voxel] /= norm);
+        }
+    }
+    direction
 }
 
 /// Opens `path`, decompressing when it starts with the gzip magic bytes.

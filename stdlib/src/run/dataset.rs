@@ -17,7 +17,7 @@ use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
 use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
 use crate::data::tumours::diameters;
 use crate::data::volume::{Shape, Spacing, Volume};
-use crate::io::nifti::{binarize_gt, load_nifti, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
+use crate::io::nifti::{binarize_gt, load_nifti_ras, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
 use crate::split::{assign, SplitFractions};
 use crate::vocab::{strings, SEG};
 
@@ -128,7 +128,7 @@ fn read_patient(
             problems.push(format!("{}: missing (patient {patient} has no `{m}`)", path.display()));
             continue;
         }
-        match load_nifti(&path) {
+        match load_nifti_ras(&path) {
             Ok(v) => {
                 volumes.insert(m.clone(), (path, v));
             }
