@@ -371,18 +371,14 @@ fn read_volume(path: &Path) -> Result<(Volume, super::orientation::Direction), N
     Ok((Volume { shape: [z, y, x], spacing, data }, header_direction(&header)))
 }
 
-/// Unit directions of the voxel axes in world space: the sform's columns when `sform_code > 0`,
+/// Directions of the voxel axes in world space: the sform's columns when `sform_code > 0`,
 /// else the qform's rotation (its quaternion, with `qfac` = pixdim[0] flipping z), else none
 /// (NIfTI's "method 1": the identity).
 fn header_direction(header: &NiftiHeader) -> super::orientation::Direction {
     let mut direction = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
     if header.sform_code > 0 {
-        let rows = [header.srow_x, header.srow_y, header.srow_z];
-        for (world, row) in rows.iter().enumerate() {
-            for voxel in 0..3 {
-                direction[world][voxel] = f64::from(row[voxel]);
-            }
-        }
+        let row = |r: [f32; 4]| [r[0], r[1], r[2]].map(f64::from);
+        direction = [row(header.srow_x), row(header.srow_y), row(header.srow_z)];
     } else if header.qform_code > 0 {
         let [b, c, d] = [header.quatern_b, header.quatern_c, header.quatern_d].map(f64::from);
         let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
@@ -393,12 +389,6 @@ fn header_direction(header: &NiftiHeader) -> super::orientation::Direction {
         ];
         if header.pixdim[0] < 0.0 {
             direction.iter_mut().for_each(|row| row[2] = -row[2]);
-        }
-    }
-    for voxel in 0..3 {
-        let norm = (0..3).map(|w| direction[w][voxel].powi(2)).sum::<f64>().sqrt();
-        if norm > 0.0 {
-            (0..3).for_each(|w| direction[w][voxel] /= norm);
         }
     }
     direction

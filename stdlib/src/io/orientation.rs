@@ -17,8 +17,8 @@ use super::nifti::NiftiErrorKind;
 /// rounding in headers, not a rotation.
 pub const AXIS_TOLERANCE: f64 = 1e-3;
 
-/// Unit directions of the voxel axes x, y and z in world (R, A, S) coordinates:
-/// `direction[world][voxel]`, the columns of the affine's rotation part.
+/// Directions of the voxel axes x, y and z in world (R, A, S) coordinates:
+/// `direction[world][voxel]`, the columns of the affine's linear part (any length).
 pub type Direction = [[f64; 3]; 3];
 
 /// Where one voxel axis points: its world axis (0 = R, 1 = A, 2 = S) and whether it runs the
@@ -35,6 +35,12 @@ pub fn axis_codes(direction: &Direction) -> Result<[AxisCode; 3], NiftiErrorKind
     let mut codes = [AxisCode { world: 0, flipped: false }; 3];
     for (voxel, code) in codes.iter_mut().enumerate() {
         let column = [direction[0][voxel], direction[1][voxel], direction[2][voxel]];
+        let norm = column.iter().map(|c| c * c).sum::<f64>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            let reason = "an axis has zero or non-finite length";
+            return Err(NiftiErrorKind::DegenerateAffine { affine: Box::new(affine_of(direction)), reason });
+        }
+        let column = column.map(|c| c / norm);
         let world = (0..3).max_by(|&a, &b| column[a].abs().total_cmp(&column[b].abs())).unwrap_or(0);
         let off_axis = (0..3).filter(|&w| w != world).map(|w| column[w].abs()).fold(0.0, f64::max);
         if off_axis > AXIS_TOLERANCE {
