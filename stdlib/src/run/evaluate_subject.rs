@@ -203,3 +203,33 @@ fn reconstruct(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::nifti::save_nifti;
+
+    #[test]
+    fn a_sample_missing_one_of_its_images_fails_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("medgen-subject-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sample_0000")).unwrap();
+        let volume = Volume { shape: [1, 2, 2], spacing: Spacing::from_dhw([1.0; 3]), data: vec![0.5; 4] };
+        save_nifti(&volume_path(&dir, "sample_0000", "t1_pre"), &volume).unwrap();
+        let generation = Generation {
+            mode: "dual".into(),
+            images: vec!["t1_pre".into(), "t1_gd".into()],
+            mask_condition: true,
+            dims: 2,
+        };
+        let subject = Subject::Samples { dir: dir.clone(), generation, records: Vec::new() };
+        let meta = DatasetMeta { modalities: Vec::new(), shape: [1, 2, 2], spacing: [1.0; 3], patients: Vec::new() };
+        let reference = Reference { dir: dir.clone(), meta, patients: Vec::new() };
+        let case = ("sample_0000".to_string(), None);
+        let Err(StageError::Failed(message)) = subject.load(&case, &reference, 0.5, true) else {
+            panic!("a sample without its t1_gd is an error, not a case with one image fewer")
+        };
+        assert!(message.contains("sample_0000/t1_gd.nii.gz"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
