@@ -5,16 +5,17 @@
 //! `compress_metric_names` of its resolved `metrics` — with sane values, logs them per epoch,
 //! and passes the pipeline's `expect`s on them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use common::{medgen, stderr};
 use medgen_stdlib::compress_metric_names;
 use medgen_stdlib::metrics::lpips::Lpips;
 
 mod common;
+#[path = "common/weights.rs"]
+mod weights;
 
 const PIPELINE: &str = "
 pipeline compress_metrics
@@ -80,22 +81,6 @@ const EXPECTED: [(&str, &[&str]); 4] = [
     ("volumes", &["ms_ssim", "psnr", "ssim", "train_loss", "val_loss"]),
 ];
 
-/// Writes LPIPS weights of the right names and shapes with deterministic values (linear heads
-/// non-negative, as trained ones are); `tests/lpips.rs` of the stdlib checks the network itself.
-fn write_lpips_weights(path: &Path) {
-    let tensors: HashMap<String, Tensor> = Lpips::weight_shapes()
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let scale = (2.0 / (n / shape[0]) as f32).sqrt();
-            let values = (0..n).map(|i| ((i as f32) * 0.37 + k as f32).sin().abs() * scale).collect();
-            (name, Tensor::from_vec(values, shape, &Device::Cpu).expect("a weight tensor"))
-        })
-        .collect();
-    candle_core::safetensors::save(&tensors, path).expect("write the LPIPS weights");
-}
-
 /// The committed object directory of `instance` in the project's store.
 fn object(dir: &Path, instance: &str) -> PathBuf {
     common::object(&dir.join(".medgen"), instance)
@@ -158,7 +143,7 @@ fn check_log(dir: &Path, stage: &str, metrics: &[String]) {
 fn every_compressor_reports_exactly_the_metrics_it_declares() {
     let dir = common::project("compress", "metrics", PIPELINE);
     fs::create_dir_all(dir.join("weights")).expect("create the weights dir");
-    write_lpips_weights(&dir.join("weights/lpips.safetensors"));
+    weights::write(&dir.join("weights/lpips.safetensors"), Lpips::weight_shapes());
     let declared = declared(&dir);
     let run = medgen(&dir, &["run", "p.mg"]);
     assert!(run.status.success(), "{}", stderr(&run));

@@ -5,16 +5,16 @@
 //! ResNet-50 weights are written by the test from a formula (the metrics' own tests compare the
 //! networks with the reference implementations).
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use common::{medgen, stderr};
 use medgen_stdlib::metrics::lpips::Lpips;
 use medgen_stdlib::nn::resnet::{ResNet50, ResNetVariant};
 
 mod common;
+#[path = "common/weights.rs"]
+mod weights;
 
 fn project(name: &str, pipeline: &str) -> PathBuf {
     let dir = common::project("evaluate", name, pipeline);
@@ -22,34 +22,9 @@ fn project(name: &str, pipeline: &str) -> PathBuf {
     dir
 }
 
-/// Writes `shapes` as a safetensors file of deterministic values that keep activations alive
-/// through a deep network: convolutions scaled as He's initialisation, BatchNorm as the
-/// identity, LPIPS's linear heads non-negative (as trained heads are).
-fn write_weights(path: &Path, shapes: Vec<(String, Vec<usize>)>) {
-    let tensors: HashMap<String, Tensor> = shapes
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let wave = |i: usize| ((i as f32) * 0.37 + k as f32).sin();
-            let values: Vec<f32> = if shape.len() == 4 {
-                let scale = (4.0 / (n / shape[0]) as f32).sqrt();
-                let head = name.starts_with("lin");
-                (0..n).map(|i| if head { wave(i).abs() * scale } else { wave(i) * scale }).collect()
-            } else if name.ends_with("running_var") || name.ends_with("weight") {
-                vec![1.0; n]
-            } else {
-                (0..n).map(|i| wave(i) * 0.01).collect()
-            };
-            (name, Tensor::from_vec(values, shape, &Device::Cpu).expect("a weight tensor"))
-        })
-        .collect();
-    candle_core::safetensors::save(&tensors, path).expect("write the weights");
-}
-
 fn write_networks(dir: &Path) {
-    write_weights(&dir.join("weights/lpips.safetensors"), Lpips::weight_shapes());
-    write_weights(&dir.join("weights/resnet.safetensors"), ResNet50::parameter_shapes(ResNetVariant::Torchvision));
+    weights::write(&dir.join("weights/lpips.safetensors"), Lpips::weight_shapes());
+    weights::write(&dir.join("weights/resnet.safetensors"), ResNet50::parameter_shapes(ResNetVariant::Torchvision));
 }
 
 /// The metrics a finished stage reported.

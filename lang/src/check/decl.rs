@@ -3,7 +3,6 @@
 //! (per combination of this stage's sweep values and its inputs' variants).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::checked::{CheckedExpect, CheckedInstance, CheckedStage, CheckedSweep, ResolvedInput};
 use crate::diagnostic::Diagnostic;
@@ -442,7 +441,7 @@ impl Checker<'_> {
     /// A diagnostic for every path among `params` that does not name a readable file or
     /// directory of its parameter's kind (`paths.rs`).
     fn unreadable_paths(&self, sig: &Signature, params: &BTreeMap<String, Param>, decl_span: Span) -> Vec<Diagnostic> {
-        let base = if self.base_dir.as_os_str().is_empty() { Path::new(".") } else { self.base_dir.as_path() };
+        let base = self.base_dir.as_path();
         let mut diags = Vec::new();
         for psig in &sig.params {
             let Some(param) = params.get(psig.name) else { continue };

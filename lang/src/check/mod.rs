@@ -85,8 +85,10 @@ fn check_loaded(
     let mut diags = Vec::new();
     let (items, broken) = load::load(&mut sources, root, &mut diags);
     let overrides = overrides::parse_all(&mut sources, overrides, &mut diags);
-    let base_dir =
-        sources.get(root).path.as_deref().and_then(Path::parent).map_or_else(PathBuf::new, Path::to_path_buf);
+    let base_dir = match sources.get(root).path.as_deref().and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let mut checker = Checker::new(registry, &items, &mut diags, base_dir);
     checker.broken = broken.into_iter().map(|i| i.name).collect();
     checker.apply_overrides(&overrides);
@@ -120,8 +122,8 @@ pub(crate) struct Checker<'a> {
     broken: std::collections::BTreeSet<String>,
     /// Declarations on a dependency circle (reported once; not checked further).
     cyclic: std::collections::BTreeSet<String>,
-    /// Where relative paths in parameters start: the root file's directory (empty for text
-    /// without a file: the current directory).
+    /// Where relative paths in parameters start: the root file's directory (the current
+    /// directory for text without a file).
     base_dir: PathBuf,
 }
 

@@ -26,7 +26,7 @@ use candle_core::{DType, Error, Result, Tensor};
 use crate::data::volume::{Spacing, Volume};
 use crate::io::nifti::binarize_seg;
 use crate::metrics::image::{
-    ms_ssim, ms_ssim_max_scales, ssim, Image, ImageMetricError, SsimConfig, MS_SSIM_WEIGHTS, PSNR_CAP_DB,
+    ms_ssim, ms_ssim_max_scales, psnr, ssim, Image, ImageMetricError, SsimConfig, MS_SSIM_WEIGHTS, PSNR_CAP_DB,
 };
 use crate::metrics::lpips::{Lpips, DEFAULT_CHUNK};
 use crate::metrics::segmentation::{BinaryMask, MaskRole, Overlap};
@@ -131,7 +131,7 @@ impl<'a> Measures<'a> {
             };
             for m in &self.measures {
                 let value = match m {
-                    Measure::Psnr => sample.psnr(),
+                    Measure::Psnr => sample.psnr()?,
                     Measure::Ssim => sample.mean_over_channels(|x, y| ssim(x, y, &SsimConfig::default()))?,
                     Measure::MsSsim => sample.ms_ssim()?,
                     Measure::Lpips => *lpips.get(b).ok_or_else(|| msg("the LPIPS network is not loaded"))?,
@@ -146,12 +146,13 @@ impl<'a> Measures<'a> {
 }
 
 impl Sample<'_> {
-    /// PSNR in dB for data range 1 over every channel, capped at [`PSNR_CAP_DB`].
-    fn psnr(&self) -> f64 {
-        let squared: f64 =
-            self.target.iter().zip(self.reconstruction).map(|(&t, &r)| (f64::from(r) - f64::from(t)).powi(2)).sum();
-        let mse = squared / self.target.len() as f64;
-        (-10.0 * mse.log10()).min(PSNR_CAP_DB)
+    /// PSNR in dB for data range 1 over every channel (`metrics::image::psnr`), capped at
+    /// [`PSNR_CAP_DB`].
+    fn psnr(&self) -> Result<f64> {
+        let shape = [self.channels, self.target.len() / self.channels];
+        let x = Image::new(self.reconstruction, &shape).map_err(msg)?;
+        let y = Image::new(self.target, &shape).map_err(msg)?;
+        Ok(psnr(x, y, 1.0).map_err(msg)?.min(PSNR_CAP_DB))
     }
 
     /// MS-SSIM with as many scales as the sides allow, at most five; a sample too small for

@@ -60,9 +60,6 @@ impl CompressorSpec {
                 commitment: float("commitment", 0.25),
                 ema_decay: model.get("ema_decay").and_then(Value::as_f64),
             },
-            Some("dcae") => {
-                return Err("dcae(...) cannot be trained yet: this version builds vae(...) and vqvae(...)".into())
-            }
             other => return Err(format!("unknown compression model {other:?}")),
         };
         let channels =

@@ -67,12 +67,9 @@ impl DenoiserSpec {
         };
         let int = |k: &str, d: i64| model.get(k).and_then(Value::as_i64).unwrap_or(d) as usize;
         let transformer = || -> std::result::Result<(String, usize), String> {
-            if model.get("drop_path").and_then(Value::as_f64).unwrap_or(0.0) > 0.0 {
-                return Err("drop_path > 0 (stochastic depth) is not implemented yet; set drop_path: 0".into());
-            }
             let size = model.get("size").and_then(Value::as_str).unwrap_or("S").to_string();
             if !matches!(size.as_str(), "S" | "B") {
-                return Err(format!("transformer size {size} is not built yet: use S or B"));
+                return Err(format!("unknown transformer size {size:?}"));
             }
             Ok((size, int("patch", 2)))
         };

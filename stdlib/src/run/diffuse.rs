@@ -101,17 +101,6 @@ impl StageRunner for Diffuse {
         let mode = Mode::parse(&mode_name).ok_or_else(|| failed(format!("unknown mode `{mode_name}`")))?;
         let model_value = p.get("model").cloned().unwrap_or(Value::None);
         let dims = model_value.get("dims").and_then(Value::as_i64).unwrap_or(2) as usize;
-        if float_param(p, "perceptual_weight") > 0.0 {
-            return Err(failed("the perceptual loss is not available yet: set `perceptual_weight = 0`"));
-        }
-        for unsupported in ["sda", "augmented_diffusion"] {
-            if p.get(unsupported).and_then(Value::as_bool) == Some(true) {
-                return Err(failed(format!("`{unsupported}` is not implemented yet: set `{unsupported} = false`")));
-            }
-        }
-        if !p.get("score_aug").is_none_or(Value::is_none) {
-            return Err(failed("ScoreAug is not implemented yet: set `score_aug = none`"));
-        }
         let device = crate::device::select().map_err(failed)?;
         let cfg = TrainConfig::from_params(p);
         let batch = int_param(p, "batch", 16).max(1);
@@ -146,9 +135,6 @@ impl StageRunner for Diffuse {
         let model = spec.build(vb).map_err(model_error)?;
         let rescale = matches!(info.space, Space::Pixel { rescale: true });
         let augment = augment_param(p);
-        if augment != Preset::None && matches!(info.space, Space::Latent { .. }) {
-            return Err(failed("clean-image augmentation cannot apply to latents: set `augment = none`"));
-        }
         let mut objective = Denoise {
             model: &model,
             strategy: &strategy,
@@ -230,9 +216,6 @@ fn latent_sources(
     device: &Device,
 ) -> Result<(Sources, DataInfo), StageError> {
     let meta = LatentMeta::read(data).map_err(failed)?;
-    if mode == Mode::Multi {
-        return Err(failed("mode `multi` in latent space is not supported yet: train it in pixel space"));
-    }
     let wanted = vocab::mode_images(mode_name, &meta.images);
     if wanted != meta.images {
         return Err(failed(format!(

@@ -84,11 +84,6 @@ impl StageRunner for Evaluate {
             ms_ssim_scales: int_param(p, "ms_ssim_scales", 5),
             seed: seed_param(p),
         };
-        if settings.wants("cmmd") {
-            return Err(failed(
-                "CMMD is not implemented yet: remove `cmmd` from `metrics` (FID and KID are available)",
-            ));
-        }
         let device = crate::device::select().map_err(failed)?;
         let networks = load_networks(cx, &settings, &device)?;
         let reference = Reference::open(cx)?;

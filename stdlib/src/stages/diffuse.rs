@@ -14,7 +14,7 @@ use crate::pitfalls::Pitfall;
 use crate::vocab::{self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG};
 
 use super::compress::{check_divisible, check_not_3d_on_2d, fill_dims, model_axes};
-use super::{derive_seed, with_metrics, DatasetView};
+use super::{derive_seed, shape_field, with_metrics, DatasetView};
 
 pub struct Diffuse {
     sig: Signature,
@@ -162,10 +162,7 @@ impl StageKind for Diffuse {
             }
             let channels = upstream.get_value("channels").and_then(Value::as_i64).unwrap_or(1);
             let dims = upstream.get_value("dims").and_then(Value::as_i64).unwrap_or(2);
-            let shape: Option<Vec<i64>> = upstream
-                .get_value("shape")
-                .filter(|v| !v.is_none())
-                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect());
+            let shape = shape_field(&upstream, "shape");
             (channels, dims, shape)
         } else {
             let out = if mode_name == "multi" { 1 } else { images.len() as i64 };

@@ -15,7 +15,7 @@ use crate::vocab::{
 };
 
 use super::compress::{check_divisible, model_axes};
-use super::{axes, axial, derive_seed, split_name, too_small, DatasetView};
+use super::{axes, axial, derive_seed, shape_field, split_name, too_small, DatasetView};
 use crate::metrics::lpips::SliceAxis;
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 
@@ -253,10 +253,7 @@ impl StageKind for Evaluate {
         // reconstructs the reference itself.
         let subject_shape = match &subject_dataset {
             Some(dataset) => dataset.shape.clone(),
-            None => subject_out
-                .get_value("shape")
-                .filter(|v| !v.is_none())
-                .map(|v| v.as_list().iter().filter_map(Value::as_i64).collect::<Vec<_>>()),
+            None => shape_field(&subject_out, "shape"),
         };
         if let (Some(subject), Some(reference)) = (&subject_shape, &reference.shape) {
             if subject != reference && metrics.iter().any(|m| PAIRED_METRICS.contains(&m.as_str())) {

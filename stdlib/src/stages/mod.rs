@@ -51,16 +51,19 @@ pub(crate) fn split_fields() -> impl Iterator<Item = String> {
     SPLITS.iter().flat_map(|s| [format!("{s}_fraction"), format!("{s}_volumes")])
 }
 
+/// A shape among an upstream stage's outputs (`shape`, `pixel_shape`), `None` when it is known
+/// only at run time.
+pub(crate) fn shape_field(outputs: &Outputs, name: &str) -> Option<Vec<i64>> {
+    outputs.get_value(name).filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
+}
+
 impl DatasetView {
     pub fn read(view: &InputView<'_>) -> Self {
         let o = view.outputs;
-        let ints = |v: Option<&Value>| {
-            v.filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
-        };
         DatasetView {
             name: o.get_value("dataset").and_then(Value::as_str).unwrap_or(view.stage).to_string(),
             modalities: o.get_value("modalities").map(strings).unwrap_or_default(),
-            shape: ints(o.get_value("shape")),
+            shape: shape_field(o, "shape"),
             dims: o.get_value("dims").and_then(Value::as_i64).unwrap_or(3),
             volumes: o.get_value("volumes").and_then(Value::as_i64),
             splits: SPLITS

@@ -11,7 +11,7 @@ use medgen_lang::value::Value;
 use crate::pitfalls::Pitfall;
 use crate::vocab::{self, solver, SEG};
 
-use super::{derive_seed, split_name, DatasetView};
+use super::{derive_seed, shape_field, split_name, DatasetView};
 
 pub struct Sample {
     sig: Signature,
@@ -120,10 +120,7 @@ impl StageKind for Sample {
         if conditioned && cx.input("conditions").is_none() {
             cx.error(Pitfall::ConditionsMissing { mode: mode.clone() }, cx.decl_span);
         }
-        let ints = |v: Option<&Value>| -> Option<Vec<i64>> {
-            v.filter(|v| !v.is_none()).map(|v| v.as_list().iter().filter_map(Value::as_i64).collect())
-        };
-        let model_shape = ints(den.get_value("pixel_shape"));
+        let model_shape = shape_field(&den, "pixel_shape");
         let mut conditioned_on = Value::None;
         if let Some(conditions) = cx.input("conditions") {
             let span = conditions.span;
