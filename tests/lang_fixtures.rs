@@ -124,6 +124,8 @@ fn every_code_has_an_error_fixture() {
     }
     let domain = medgen_lang::signature::Registry::codes(&registry);
     let codes = medgen_lang::errors::ALL.iter().chain(domain.iter());
-    let missing: Vec<&str> = codes.map(|c| c.id).filter(|id| !announced.contains(*id)).collect();
+    let internal: Vec<&str> = medgen_lang::errors::INTERNAL.iter().map(|c| c.id).collect();
+    let missing: Vec<&str> =
+        codes.map(|c| c.id).filter(|id| !announced.contains(*id) && !internal.contains(id)).collect();
     assert!(missing.is_empty(), "codes without an error fixture: {missing:?}");
 }

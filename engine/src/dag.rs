@@ -18,8 +18,12 @@ pub struct Instance {
     pub name: String,
     pub stage: String,
     pub kind: String,
-    /// Every parameter, sweeps substituted, defaults and derived values filled.
+    /// Every parameter, sweeps substituted, defaults and derived values filled, as the
+    /// pipeline states them: for `medgen show`, and to find files and placeholders.
     pub params: BTreeMap<String, Value>,
+    /// The kind's typed configuration (`StageKind::resolve`): what the key hashes and the
+    /// runner reads its settings from.
+    pub config: serde_json::Value,
     /// Parameter values that are file paths, by dotted position (`inputs.raw`), relative to the
     /// pipeline file. Their contents, not their names, go into the cache key.
     pub files: BTreeMap<String, String>,
@@ -82,6 +86,7 @@ impl Dag {
                     stage: stage.name.clone(),
                     kind: stage.kind.clone(),
                     params,
+                    config: inst.config.clone(),
                     files,
                     inputs,
                     placeholders,

@@ -7,9 +7,11 @@
 //!
 //! - the stage **kind** and its **implementation version**: a runner that changes what it
 //!   computes bumps its version, and every key of that kind changes;
-//! - the fully **resolved parameters**, after defaults, `use`, sweeps and `--set`: the
-//!   checked values, never the text that produced them, so reformatting a file or moving a
-//!   value into a constant changes nothing. A stage's `seed` is one of its parameters;
+//! - the stage's **configuration**: what its kind resolved from the checked parameters and
+//!   inputs (`StageKind::resolve`), every default applied; never the text that produced it, so
+//!   reformatting a file, moving a value into a constant or writing out a default changes
+//!   nothing. A stage's `seed` is part of it. It names input files by parameter position, not
+//!   by path;
 //! - the **content digests of input files** (shell `inputs`, dataset directories), in place of
 //!   their paths: renaming a file or moving the project changes nothing, editing one byte does;
 //! - for each **upstream** input, the digest of the upstream instance's *output* (its
@@ -33,11 +35,12 @@ use std::fmt;
 
 use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
 use crate::digest::{FileDigest, OutputDigest, StageKey};
 
 /// Bumped when the layout of [`CacheKey`] itself changes.
-pub const KEY_SCHEMA: u32 = 1;
+pub const KEY_SCHEMA: u32 = 2;
 
 /// Everything that determines a stage instance's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,17 +48,13 @@ pub struct CacheKey {
     pub schema: u32,
     pub kind: String,
     pub implementation: u32,
-    /// Resolved parameters; file-path values are replaced by [`FILE_MARKER`] (their content
-    /// is in `files`).
-    pub params: BTreeMap<String, Value>,
+    /// The resolved configuration the runner receives (canonical JSON: objects sorted by key).
+    pub config: serde_json::Value,
     /// Dotted parameter position (`inputs.raw`) → content digest.
     pub files: BTreeMap<String, FileDigest>,
     /// Input name (or `{stage}` for a shell placeholder's stage) → the upstream output used.
     pub upstream: BTreeMap<String, UpstreamKey>,
 }
-
-/// The value that stands for a file path in a key's parameters.
-pub const FILE_MARKER: &str = "<file>";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamKey {
@@ -80,10 +79,7 @@ impl CacheKey {
         if self.implementation != old.implementation {
             reasons.push(StaleReason::ImplementationChanged { old: old.implementation, new: self.implementation });
         }
-        let names: std::collections::BTreeSet<&String> = self.params.keys().chain(old.params.keys()).collect();
-        for name in names {
-            diff_values(name, old.params.get(name), self.params.get(name), &mut reasons);
-        }
+        diff_json("", Some(&old.config), Some(&self.config), &mut reasons);
         for (name, digest) in &self.files {
             if old.files.get(name) != Some(digest) {
                 reasons.push(StaleReason::FileChanged { param: name.clone() });
@@ -98,24 +94,34 @@ impl CacheKey {
     }
 }
 
-/// Reports the smallest differing parts of two values: `model.latent_channels 4 → 8`.
-fn diff_values(at: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<StaleReason>) {
+/// Reports the smallest differing parts of two configurations: `model.latent_channels 4 → 8`.
+fn diff_json(at: &str, old: Option<&Json>, new: Option<&Json>, out: &mut Vec<StaleReason>) {
     match (old, new) {
-        (Some(Value::Ctor { name: a, args: x }), Some(Value::Ctor { name: b, args: y })) if a == b => {
-            diff_maps(at, x, y, out)
+        (Some(Json::Object(x)), Some(Json::Object(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                diff_json(&path, x.get(k), y.get(k), out);
+            }
         }
-        (Some(Value::Record(x)), Some(Value::Record(y))) => diff_maps(at, x, y, out),
-        (o, n) if o != n => {
-            out.push(StaleReason::ParamChanged { name: at.to_string(), old: o.cloned(), new: n.cloned() })
-        }
+        (o, n) if o != n => out.push(StaleReason::ParamChanged {
+            name: at.to_string(),
+            old: o.map(language_value),
+            new: n.map(language_value),
+        }),
         _ => {}
     }
 }
 
-fn diff_maps(at: &str, x: &BTreeMap<String, Value>, y: &BTreeMap<String, Value>, out: &mut Vec<StaleReason>) {
-    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-    for k in keys {
-        diff_values(&format!("{at}.{k}"), x.get(k), y.get(k), out);
+/// A configuration value as the pipeline language writes it, for messages.
+fn language_value(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::None,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int),
+        Json::String(s) => Value::Str(s.clone()),
+        Json::Array(items) => Value::List(items.iter().map(language_value).collect()),
+        Json::Object(fields) => Value::Record(fields.iter().map(|(k, v)| (k.clone(), language_value(v))).collect()),
     }
 }
 
@@ -179,15 +185,11 @@ mod tests {
     use super::*;
 
     fn key(lr: f64, channels: i64) -> CacheKey {
-        let model = Value::Ctor {
-            name: "vae".into(),
-            args: [("latent_channels".to_string(), Value::Int(channels)), ("dims".to_string(), Value::Int(2))].into(),
-        };
         CacheKey {
             schema: KEY_SCHEMA,
             kind: "compress".into(),
             implementation: 1,
-            params: [("lr".to_string(), Value::Float(lr)), ("model".to_string(), model)].into(),
+            config: serde_json::json!({"lr": lr, "model": {"kind": "kl", "latent_channels": channels, "dims": 2}}),
             files: BTreeMap::new(),
             upstream: BTreeMap::new(),
         }
@@ -205,7 +207,7 @@ mod tests {
         let json = serde_json::to_string(&key(1e-4, 4)).expect("serialises");
         assert_eq!(
             json,
-            r#"{"schema":1,"kind":"compress","implementation":1,"params":{"lr":{"float":0.0001},"model":{"ctor":{"name":"vae","args":{"dims":{"int":2},"latent_channels":{"int":4}}}}},"files":{},"upstream":{}}"#
+            r#"{"schema":2,"kind":"compress","implementation":1,"config":{"lr":0.0001,"model":{"dims":2,"kind":"kl","latent_channels":4}},"files":{},"upstream":{}}"#
         );
     }
 

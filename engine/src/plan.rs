@@ -7,13 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use medgen_lang::value::Value;
 use petgraph::graph::NodeIndex;
 
 use crate::dag::{Dag, Instance};
 use crate::digest::{OutputDigest, StageKey};
 use crate::hash::StatCache;
-use crate::key::{CacheKey, StaleReason, UpstreamKey, FILE_MARKER, KEY_SCHEMA};
+use crate::key::{CacheKey, StaleReason, UpstreamKey, KEY_SCHEMA};
 use crate::runner::Runtime;
 use crate::store::{Entry, KeyRecord, Store};
 
@@ -42,10 +41,6 @@ pub fn instance_key(
     verify: bool,
 ) -> Result<KeyRecord, String> {
     let inst = dag.instance(node);
-    let mut params = inst.params.clone();
-    for position in inst.files.keys() {
-        replace_at(&mut params, position, Value::Str(FILE_MARKER.into()));
-    }
     let mut files = BTreeMap::new();
     for (position, rel) in &inst.files {
         let path = pipeline_dir.join(rel);
@@ -68,7 +63,7 @@ pub fn instance_key(
         schema: KEY_SCHEMA,
         kind: inst.kind.clone(),
         implementation: runtime.runner(&inst.kind).map_or(0, |r| r.version()),
-        params,
+        config: inst.config.clone(),
         files,
         upstream,
     };
@@ -79,27 +74,6 @@ pub fn instance_key(
         file_paths: inst.files.clone(),
         upstream_instances,
     })
-}
-
-/// Replaces the value at a dotted position (`inputs.raw`, `model.weights`).
-fn replace_at(params: &mut BTreeMap<String, Value>, position: &str, with: Value) {
-    let mut parts = position.split('.');
-    let Some(first) = parts.next() else { return };
-    let Some(mut v) = params.get_mut(first) else { return };
-    for part in parts {
-        v = match v {
-            Value::Record(fields) | Value::Ctor { args: fields, .. } => match fields.get_mut(part) {
-                Some(x) => x,
-                None => return,
-            },
-            Value::List(items) => match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                Some(x) => x,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    *v = with;
 }
 
 /// Why an instance with this record must run (it has no sound entry).

@@ -65,6 +65,9 @@ pub struct CheckedInstance {
     pub params: BTreeMap<String, Param>,
     /// What the instance yields, as far as it is known before running.
     pub outputs: Outputs,
+    /// The kind's typed configuration of this instance (`StageKind::resolve`), canonically
+    /// serialised: what the cache key hashes and the runner receives.
+    pub config: serde_json::Value,
 }
 
 impl CheckedInstance {

@@ -45,8 +45,13 @@ codes! {
     ARITHMETIC = "E0029", Error, "a number or an arithmetic expression is invalid";
     PLACEHOLDER = "E0030", Error, "a `{...}` placeholder in a shell command names nothing";
     PATH_UNREADABLE = "E0031", Error, "a file or directory the pipeline names is missing or unreadable";
+    UNRESOLVED = "E0032", Error, "a stage's settings could not be resolved into its configuration (a medgen bug)";
     UNUSED_CONSTANT = "W0001", Warning, "a constant is defined but never used";
 }
+
+/// Codes no pipeline can produce: they report a disagreement inside medgen (a kind that cannot
+/// resolve what its own signature accepted), so they have no error fixture.
+pub static INTERNAL: &[&Code] = &[&UNRESOLVED];
 
 /// Everything the language can report. `Display` is the message; `help` says what to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,6 +99,7 @@ pub enum ErrorKind {
     ConstantCycle { path: Vec<String> },
     OverrideWholeStage { stage: String },
     TooManyArguments { ctor: String, max: usize },
+    Unresolved { stage: String, detail: String },
 }
 
 fn did_you_mean(f: &mut fmt::Formatter<'_>, suggestion: &Option<String>) -> fmt::Result {
@@ -192,6 +198,7 @@ impl fmt::Display for ErrorKind {
             TooManyArguments { ctor, max } => {
                 write!(f, "`{ctor}` takes at most {max} positional argument{}", if *max == 1 { "" } else { "s" })
             }
+            Unresolved { stage, detail } => write!(f, "the settings of `{stage}` could not be resolved: {detail}"),
         }
     }
 }
@@ -227,6 +234,7 @@ impl DiagnosticKind for ErrorKind {
             ConstantCycle { .. } => &CYCLE,
             OverrideWholeStage { .. } => &BAD_OVERRIDE,
             TooManyArguments { .. } => &INPUT_COUNT,
+            Unresolved { .. } => &UNRESOLVED,
         }
     }
 
@@ -292,6 +300,9 @@ impl DiagnosticKind for ErrorKind {
             ConstantCycle { .. } => "give one of them a value that does not refer back".into(),
             OverrideWholeStage { stage } => format!("write `--set {stage}.PARAM=VALUE`"),
             TooManyArguments { .. } => "name the extra arguments (`name: value`)".into(),
+            Unresolved { .. } => {
+                "the checker accepted a value its stage kind cannot resolve; please report it with the pipeline".into()
+            }
         })
     }
 }

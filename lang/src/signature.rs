@@ -470,6 +470,14 @@ pub trait StageKind: Send + Sync {
     /// parameters, and reports what the domain forbids (the seeds' pitfalls). Called once per
     /// instance: per combination of its own sweep values and its inputs' variants.
     fn derive(&self, cx: &mut DeriveCx<'_>) -> Outputs;
+
+    /// The instance's typed configuration, canonically serialised: every parameter resolved
+    /// (defaults applied, choices as enumerations) together with what `derive` found (channel
+    /// counts, space, geometry). Called once, after a `derive` that reported no error; the
+    /// engine hashes it into the cache key and hands it to the kind's runner, which reads its
+    /// settings from nothing else. `Err` is a disagreement between the kind's signature and its
+    /// resolver (a bug), reported as E0032.
+    fn resolve(&self, cx: &DeriveCx<'_>, outputs: &Outputs) -> Result<serde_json::Value, String>;
 }
 
 /// The set of stage kinds and diagnostic codes the checker works with.

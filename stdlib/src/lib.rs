@@ -1,17 +1,21 @@
 //! medgen-stdlib: the stage kinds of medgen and everything they need.
 //!
 //! This crate declares each kind's signature (inputs, typed parameters with ranges and
-//! defaults, output) and its `derive`, which computes what an instance yields before it runs
+//! defaults, output), its `derive`, which computes what an instance yields before it runs
 //! (channel counts, latent geometry, metric names) and reports the seeds' pitfalls as
-//! diagnostics with stable codes (`pitfalls.rs`). The checker in medgen-lang sees the kinds only
-//! through [`StdRegistry`], so the language stays free of domain knowledge; the engine runs them
-//! through [`StdRuntime`] (`run/`), which has a runner for every kind.
+//! diagnostics with stable codes (`pitfalls.rs`), and its `resolve`, which turns the checked
+//! parameters and what `derive` found into the kind's typed configuration (`stages/`). The
+//! checker in medgen-lang sees the kinds only through [`StdRegistry`], so the language stays free
+//! of domain knowledge; the engine runs them through [`StdRuntime`] (`run/`), whose runners
+//! receive that configuration and read their settings from nothing else. Both are built from the
+//! one table of kinds in `kinds.rs`.
 
 pub mod allocator;
 pub mod data;
 pub mod device;
 pub mod diffusion;
 pub mod io;
+mod kinds;
 pub mod metrics;
 pub mod nn;
 pub mod pitfalls;
@@ -36,18 +40,7 @@ pub struct StdRegistry {
 
 impl StdRegistry {
     pub fn new() -> Self {
-        StdRegistry {
-            kinds: vec![
-                Box::new(stages::Phantom::new()),
-                Box::new(stages::Nifti::new()),
-                Box::new(stages::Compress::new()),
-                Box::new(stages::Encode::new()),
-                Box::new(stages::Diffuse::new()),
-                Box::new(stages::Sample::new()),
-                Box::new(stages::Evaluate::new()),
-                Box::new(stages::Shell::new()),
-            ],
-        }
+        StdRegistry { kinds: kinds::all().into_iter().map(|k| k.checker).collect() }
     }
 }
 

@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 /// Fractions of patients per split; they add up to 1 (the checker enforces it).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SplitFractions {
     pub train: f64,
     pub val: f64,

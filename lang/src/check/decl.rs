@@ -419,6 +419,15 @@ impl Checker<'_> {
                 };
                 let outputs = kind.derive(&mut cx);
                 cx.diags.extend(self.unreadable_paths(kind.signature(), &cx.params, decl.span));
+                let config = if cx.has_errors() {
+                    serde_json::Value::Null
+                } else {
+                    kind.resolve(&cx, &outputs).unwrap_or_else(|detail| {
+                        let stage = decl.name.name.clone();
+                        cx.diags.push(Diagnostic::new(ErrorKind::Unresolved { stage, detail }, decl.span));
+                        serde_json::Value::Null
+                    })
+                };
                 for d in cx.diags {
                     if !diags.contains(&d) {
                         diags.push(d);
@@ -430,6 +439,7 @@ impl Checker<'_> {
                     upstream: combo.instances.clone(),
                     params: cx.params,
                     outputs,
+                    config,
                 });
             }
         }

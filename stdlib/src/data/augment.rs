@@ -23,7 +23,9 @@ const SCALE_RANGE: f64 = 0.1;
 /// Largest intensity shift of the `vae` preset.
 const SHIFT_RANGE: f64 = 0.05;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A clean-image augmentation preset, by its name in the language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Preset {
     None,
     Diffusion,
@@ -31,15 +33,6 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub fn parse(name: &str) -> Option<Preset> {
-        Some(match name {
-            "none" => Preset::None,
-            "diffusion" => Preset::Diffusion,
-            "vae" => Preset::Vae,
-            _ => return None,
-        })
-    }
-
     /// The batch augmented (images and condition); unchanged for `none`.
     pub fn apply(self, batch: &Batch, stream: &mut Stream) -> Result<(Tensor, Option<Tensor>)> {
         let images = &batch.images;

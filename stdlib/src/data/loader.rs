@@ -41,8 +41,10 @@ pub const CACHED_PATIENTS: usize = 4;
 /// Patients whose slices are shuffled together in a slice view.
 pub const SHUFFLE_WINDOW: usize = CACHED_PATIENTS;
 
-/// What a training stage generates, as far as batching is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a training stage generates, as far as batching is concerned; by its name in the
+/// language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Seg,
     Bravo,
@@ -52,15 +54,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn parse(name: &str) -> Option<Mode> {
-        Some(match name {
-            "seg" => Mode::Seg,
-            "bravo" => Mode::Bravo,
-            "dual" => Mode::Dual,
-            "multi" => Mode::Multi,
-            "seg_conditioned" => Mode::SegConditioned,
-            _ => return None,
-        })
+    /// The mode's name in the language.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Seg => "seg",
+            Mode::Bravo => "bravo",
+            Mode::Dual => "dual",
+            Mode::Multi => "multi",
+            Mode::SegConditioned => "seg_conditioned",
+        }
     }
 }
 

@@ -60,8 +60,9 @@ pub type OdeFn<'a> = dyn FnMut(&Tensor, f64) -> Result<Tensor> + 'a;
 /// An observer of accepted steps; an error stops the solve.
 pub type Observer<'a> = dyn FnMut(&Progress) -> Result<()> + 'a;
 
-/// An ODE solver and its step count or tolerances.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// An ODE solver and its step count or tolerances, by its name in the language.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "solver", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Solver {
     Euler { steps: usize },
     Midpoint { steps: usize },

@@ -92,7 +92,8 @@ pub const SHIFT_BASE_EDGE: usize = 32;
 pub const MIN_TIMESTEPS: usize = 2;
 
 /// A DDPM beta schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BetaSchedule {
     /// `linspace(BETA_START, BETA_END, T)`.
     Linear,
@@ -126,7 +127,8 @@ impl BetaSchedule {
 }
 
 /// What a DDPM network predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Prediction {
     /// The noise `ε`.
     Epsilon,
@@ -137,7 +139,8 @@ pub enum Prediction {
 }
 
 /// How rectified-flow training draws `t` before discretisation and shift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TimeSampling {
     /// `t = u`, `u ~ U[0, 1)`.
     Uniform,

@@ -27,12 +27,12 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 
-use super::compress_validation::Measures;
+use super::compress_validation::{Measure, Measures};
 use super::compressor::{Compressor, CompressorSpec, COMPRESSOR_SPEC};
-use super::stage_io::{augment_param, float_param, input_dir, seed_param, strings_param, view_for, write_json};
+use super::stage_io::{input_dir, view_for, write_json};
+use super::Run;
 use crate::data::augment::Preset;
 use crate::data::layout::DatasetMeta;
 use crate::data::loader::{Batch, Loader};
@@ -40,55 +40,52 @@ use crate::metrics::lpips::{InputRange, Lpips};
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::nn::autoencoder::Reconstruction;
 use crate::split::Split;
-use crate::stages::compress_metric_names;
+use crate::stages::{compress_metric_names, CompressConfig};
 use crate::train::rng::{var_builder, Purpose, Stream, Streams};
-use crate::train::trainer::{failed, model_error, train, trainable, Objective, TrainConfig, TrainReport, ValSums};
+use crate::train::trainer::{failed, model_error, train, trainable, Objective, TrainReport, ValSums};
 
 pub struct Compress;
 
-impl StageRunner for Compress {
+impl Run for Compress {
+    type Config = CompressConfig;
+
     fn version(&self) -> u32 {
         2
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
-        let images = strings_param(p, "images");
-        let spec =
-            CompressorSpec::from_value(p.get("model").unwrap_or(&Value::None), images.clone()).map_err(failed)?;
+    fn run(&self, cx: &RunContext<'_>, c: CompressConfig) -> Result<Outcome, StageError> {
+        let spec = &c.model;
         let device = crate::device::select().map_err(failed)?;
-        let metrics = strings_param(p, "metrics");
-        let lpips = lpips_network(cx, &metrics, &device)?;
-        let perceptual_weight = float_param(p, "perceptual_weight");
-        let measures = Measures::new(&metrics, lpips.as_ref()).map_err(failed)?;
-        let cfg = TrainConfig::from_params(p);
-        let batch = p.get("batch").and_then(Value::as_i64).unwrap_or(16) as usize;
+        let lpips = lpips_network(cx, &c, &device)?;
+        let measures = Measures::new(&c.metrics, lpips.as_ref()).map_err(failed)?;
         let data = input_dir(cx, "data")?;
         let view = view_for(spec.dims);
-        let loader = |split| Loader::for_channels(&data, split, images.clone(), view, batch, cfg.seed, device.clone());
+        let loader = |split| {
+            Loader::for_channels(&data, split, spec.images.clone(), view, c.batch, c.train.seed, device.clone())
+        };
         let (train_data, val_data) = (loader(Split::Train).map_err(failed)?, loader(Split::Val).map_err(failed)?);
 
         let varmap = VarMap::new();
-        let vb = var_builder(&varmap, Stream::new(seed_param(p), Purpose::Init), DType::F32, &device);
+        let vb = var_builder(&varmap, Stream::new(c.train.seed, Purpose::Init), DType::F32, &device);
         let model = spec.build(vb).map_err(model_error)?;
-        let augment = augment_param(p);
-        let perceptual = lpips.as_ref().filter(|_| perceptual_weight > 0.0).map(|l| (l, perceptual_weight));
-        let mut objective = Reconstruct { spec: &spec, model: &model, augment, codes: None, perceptual, measures };
+        let perceptual = lpips.as_ref().filter(|_| c.perceptual_weight > 0.0).map(|l| (l, c.perceptual_weight));
+        let mut objective = Reconstruct { spec, model: &model, augment: c.augment, codes: None, perceptual, measures };
         let params = trainable(&varmap, &model.buffers());
-        let report = train(cx, &varmap, params, &mut objective, (&train_data, &val_data), &cfg)?;
+        let report = train(cx, &varmap, params, &mut objective, (&train_data, &val_data), &c.train)?;
 
-        write_json(&cx.out_dir, COMPRESSOR_SPEC, &spec)?;
-        write_json(&cx.out_dir, "config.json", &serde_json::json!({ "compressor": spec, "training": cfg }))?;
+        write_json(&cx.out_dir, COMPRESSOR_SPEC, spec)?;
+        write_json(&cx.out_dir, "config.json", &c)?;
         report.write_logs(&cx.out_dir)?;
-        Ok(Outcome { metrics: reported(&report, &metrics)? })
+        Ok(Outcome { metrics: reported(&report, &c.metrics)? })
     }
 }
 
 /// Exactly `stages::compress::metric_names`: the last epoch's training loss, the best
 /// validation loss, and each validation metric at the best epoch.
-fn reported(report: &TrainReport, metrics: &[String]) -> Result<BTreeMap<String, f64>, StageError> {
+fn reported(report: &TrainReport, metrics: &[Measure]) -> Result<BTreeMap<String, f64>, StageError> {
     let best = report.best_record();
-    compress_metric_names(metrics)
+    let names: Vec<String> = metrics.iter().map(|m| m.name().to_string()).collect();
+    compress_metric_names(&names)
         .into_iter()
         .map(|name| {
             let value = match name.as_str() {
@@ -107,24 +104,20 @@ fn reported(report: &TrainReport, metrics: &[String]) -> Result<BTreeMap<String,
 }
 
 /// The LPIPS network, when the perceptual loss (`perceptual_weight > 0`) or the `lpips`
-/// validation metric needs it.
-fn lpips_network(cx: &RunContext<'_>, metrics: &[String], device: &Device) -> Result<Option<Lpips>, StageError> {
-    let weight = float_param(&cx.instance.params, "perceptual_weight");
-    let metric = metrics.iter().any(|m| m == "lpips");
-    if weight <= 0.0 && !metric {
+/// validation metric needs it. The checker saw to it that `lpips_weights` is given then, and
+/// that the slices fit AlexNet where the dataset's shape was known; a `nifti` dataset without
+/// `shape` is measured here.
+fn lpips_network(cx: &RunContext<'_>, c: &CompressConfig, device: &Device) -> Result<Option<Lpips>, StageError> {
+    let weight = c.perceptual_weight;
+    let metric = c.metrics.contains(&Measure::Lpips);
+    let Some(file) = c.lpips_weights.as_ref().filter(|_| weight > 0.0 || metric) else {
         return Ok(None);
-    }
+    };
     let what = if weight > 0.0 {
         format!("the perceptual loss (`perceptual_weight = {weight}`)")
     } else {
         "the `lpips` validation metric".to_string()
     };
-    let path = cx.files.get("lpips_weights").ok_or_else(|| {
-        failed(format!(
-            "{what} needs the LPIPS network: set `lpips_weights = \"path/to/lpips-alex.safetensors\"` \
-             (docs/weights.md shows the one-time conversion of the official weights), or remove it"
-        ))
-    })?;
     let data = DatasetMeta::read(&input_dir(cx, "data")?).map_err(failed)?;
     let [_, height, width] = data.shape;
     if height.min(width) < MIN_INPUT_SIDE {
@@ -133,7 +126,7 @@ fn lpips_network(cx: &RunContext<'_>, metrics: &[String], device: &Device) -> Re
              input), these are {height}×{width}"
         )));
     }
-    Lpips::load(path, InputRange::Unit, device).map(Some).map_err(|e| failed(e.to_string()))
+    Lpips::load(&file.path(cx)?, InputRange::Unit, device).map(Some).map_err(|e| failed(e.to_string()))
 }
 
 struct Reconstruct<'a> {

@@ -14,7 +14,6 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
 
 use super::stage_io::read_json;
@@ -50,30 +49,6 @@ pub struct CompressorSpec {
 }
 
 impl CompressorSpec {
-    pub fn from_value(model: &Value, images: Vec<String>) -> std::result::Result<CompressorSpec, String> {
-        let int = |k: &str, d: i64| model.get(k).and_then(Value::as_i64).unwrap_or(d) as usize;
-        let float = |k: &str, d: f64| model.get(k).and_then(Value::as_f64).unwrap_or(d);
-        let regularisation = match model.variant() {
-            Some("vae") => Regularisation::Kl { kl_weight: float("kl_weight", 1e-6) },
-            Some("vqvae") => Regularisation::Vq {
-                codebook: int("codebook", 512),
-                commitment: float("commitment", 0.25),
-                ema_decay: model.get("ema_decay").and_then(Value::as_f64),
-            },
-            other => return Err(format!("unknown compression model {other:?}")),
-        };
-        let channels =
-            model.get("channels").map(|c| c.as_list().iter().filter_map(Value::as_i64).map(|i| i as usize).collect());
-        Ok(CompressorSpec {
-            regularisation,
-            dims: int("dims", 2),
-            images,
-            channels: channels.unwrap_or_else(|| vec![32, 64, 128]),
-            res_blocks: int("res_blocks", 2),
-            latent_channels: int("latent_channels", 4),
-        })
-    }
-
     pub fn read(dir: &std::path::Path) -> std::result::Result<CompressorSpec, String> {
         read_json(&dir.join(COMPRESSOR_SPEC))
     }

@@ -9,50 +9,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 
-use super::stage_io::seed_param;
+use super::Run;
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
 use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
 use crate::data::tumours::diameters;
 use crate::data::volume::{Shape, Spacing, Volume};
 use crate::io::nifti::{binarize_gt, load_nifti_ras, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
-use crate::split::{assign, SplitFractions};
-use crate::vocab::{strings, SEG};
+use crate::split::assign;
+use crate::stages::{self as stage, NiftiConfig, Normalization};
+use crate::vocab::SEG;
 
 pub struct Phantom;
 pub struct Nifti;
-
-fn ints(v: Option<&Value>) -> Vec<usize> {
-    v.map(|v| v.as_list().iter().filter_map(Value::as_i64).map(|i| i as usize).collect()).unwrap_or_default()
-}
-
-fn floats(v: Option<&Value>) -> Vec<f64> {
-    v.map(|v| v.as_list().iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
-}
-
-fn fractions(params: &BTreeMap<String, Value>) -> SplitFractions {
-    let f = |k: &str| params.get("split").and_then(|s| s.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
-    SplitFractions { train: f("train"), val: f("val"), test: f("test") }
-}
-
-/// A 2D shape `[h, w]` is a volume of depth 1.
-fn shape3(dims: &[usize]) -> Shape {
-    match dims {
-        [h, w] => [1, *h, *w],
-        [d, h, w] => [*d, *h, *w],
-        _ => [1, 1, 1],
-    }
-}
-
-fn spacing3(mm: &[f64]) -> Spacing {
-    match mm {
-        [h, w] => Spacing::new(1.0, *h, *w),
-        [d, h, w] => Spacing::new(*d, *h, *w),
-        _ => Spacing::new(1.0, 1.0, 1.0),
-    }
-}
 
 fn save(out: &Path, patient: &str, modality: &str, volume: &Volume) -> Result<(), StageError> {
     let path = volume_path(out, patient, modality);
@@ -65,21 +35,19 @@ fn write_meta(cx: &RunContext<'_>, meta: &DatasetMeta) -> Result<(), StageError>
     meta.write(&cx.out_dir).map_err(|e| StageError::Failed(format!("cannot write the dataset description: {e}")))
 }
 
-impl StageRunner for Phantom {
+impl Run for Phantom {
+    type Config = stage::PhantomConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
-        let shape = shape3(&ints(p.get("shape")));
-        let spacing = spacing3(&floats(p.get("spacing")));
-        let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
-        let count = p.get("volumes").and_then(Value::as_i64).unwrap_or(0) as usize;
-        let max_tumours = p.get("tumours").and_then(Value::as_i64).unwrap_or(0) as usize;
-        let config = PhantomConfig { shape, spacing, max_tumours, seed: seed_param(p) };
+    fn run(&self, cx: &RunContext<'_>, c: stage::PhantomConfig) -> Result<Outcome, StageError> {
+        let spacing = Spacing::from_dhw(c.spacing);
+        let config = PhantomConfig { shape: c.shape, spacing, max_tumours: c.tumours, seed: c.seed };
+        let (count, shape, modalities) = (c.volumes, c.shape, c.modalities);
         let ids: Vec<String> = (0..count).map(patient_id).collect();
-        let splits = assign(&ids, seed_param(p), &fractions(p));
+        let splits = assign(&ids, c.seed, &c.split);
         let names: Vec<&str> = modalities.iter().map(String::as_str).collect();
         let mut patients = Vec::with_capacity(count);
         for (i, id) in ids.iter().enumerate() {
@@ -234,31 +202,25 @@ fn patients_in(dir: &Path) -> Result<Vec<String>, StageError> {
     Ok(ids)
 }
 
-impl StageRunner for Nifti {
+impl Run for Nifti {
+    type Config = NiftiConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
-        let dir = cx.files.get("dir").cloned().unwrap_or_else(|| cx.pipeline_dir.to_path_buf());
-        let pattern = p.get("pattern").and_then(Value::as_str).unwrap_or("{patient}/{modality}.nii.gz").to_string();
-        let modalities = strings(p.get("modalities").unwrap_or(&Value::None));
+    fn run(&self, cx: &RunContext<'_>, c: NiftiConfig) -> Result<Outcome, StageError> {
+        let dir = c.dir.path(cx)?;
+        let (pattern, modalities) = (c.pattern.as_str(), c.modalities.as_slice());
         let ids = patients_in(&dir)?;
-        let declared_shape = match p.get("shape") {
-            Some(Value::None) | None => None,
-            Some(v) => Some(shape3(&ints(Some(v)))),
-        };
-        let declared_spacing = match p.get("spacing") {
-            Some(Value::None) | None => None,
-            Some(v) => Some(spacing3(&floats(Some(v)))),
-        };
+        let declared_shape = c.shape;
+        let declared_spacing = c.spacing.map(Spacing::from_dhw);
         // First pass: check every patient, so that all problems are reported before any work.
         let mut problems = Vec::new();
         let mut geometries: Vec<(&str, Shape, Spacing)> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             (cx.progress)(format!("checking patient {}/{}", i + 1, ids.len()));
-            match read_patient(&dir, &pattern, id, &modalities) {
+            match read_patient(&dir, pattern, id, modalities) {
                 Ok(volumes) => {
                     if let Some(v) = volumes.values().next() {
                         geometries.push((id, v.shape, v.spacing));
@@ -283,16 +245,15 @@ impl StageRunner for Nifti {
         };
         let shape = declared_shape.unwrap_or(native_shape);
         let spacing = declared_spacing.unwrap_or(native_spacing);
-        let splits = assign(&ids, seed_param(p), &fractions(p));
-        let normalize = p.get("normalize").and_then(Value::as_str) != Some("none");
+        let splits = assign(&ids, c.seed, &c.split);
+        let normalize = c.normalize == Normalization::Percentile;
         let mut patients = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             if cx.cancel.load(Ordering::Relaxed) {
                 return Err(StageError::Cancelled);
             }
             (cx.progress)(format!("patient {}/{}", i + 1, ids.len()));
-            let volumes =
-                read_patient(&dir, &pattern, id, &modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
+            let volumes = read_patient(&dir, pattern, id, modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
             let mut tumours = Vec::new();
             for (modality, volume) in volumes {
                 let mut v = volume.fit_to(shape);
@@ -312,7 +273,7 @@ impl StageRunner for Nifti {
             }
             patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours });
         }
-        write_meta(cx, &DatasetMeta { modalities, shape, spacing: spacing.dhw(), patients })?;
+        write_meta(cx, &DatasetMeta { modalities: modalities.to_vec(), shape, spacing: spacing.dhw(), patients })?;
         Ok(Outcome::default())
     }
 }

@@ -5,7 +5,6 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use medgen_lang::value::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::conv::SpatialDims;
@@ -18,8 +17,17 @@ use crate::nn::unet::{UNet, UNetConfig};
 #[serde(tag = "arch", rename_all = "snake_case")]
 pub enum Architecture {
     Unet { channels: Vec<usize>, attention: Vec<bool>, res_blocks: usize, heads: usize },
-    Dit { size: String, patch: usize },
-    Sit { size: String, patch: usize },
+    Dit { size: TransformerSize, patch: usize },
+    Sit { size: TransformerSize, patch: usize },
+}
+
+/// The transformer sizes that run (`L` and `XL` are refused by the checker, E0123).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransformerSize {
+    /// 384 wide, 12 deep, 6 heads.
+    S,
+    /// 768 wide, 12 deep, 12 heads.
+    B,
 }
 
 /// How a per-sample vector conditions the network, if it does.
@@ -52,49 +60,6 @@ pub struct DenoiserSpec {
 }
 
 impl DenoiserSpec {
-    /// From a stage's `model` value and derived channel counts.
-    pub fn from_value(
-        model: &Value,
-        in_channels: usize,
-        out_channels: usize,
-        vector: Option<VectorCondition>,
-    ) -> std::result::Result<DenoiserSpec, String> {
-        let ints = |k: &str| -> Vec<usize> {
-            model
-                .get(k)
-                .map(|v| v.as_list().iter().filter_map(Value::as_i64).map(|i| i as usize).collect())
-                .unwrap_or_default()
-        };
-        let int = |k: &str, d: i64| model.get(k).and_then(Value::as_i64).unwrap_or(d) as usize;
-        let transformer = || -> std::result::Result<(String, usize), String> {
-            let size = model.get("size").and_then(Value::as_str).unwrap_or("S").to_string();
-            if !matches!(size.as_str(), "S" | "B") {
-                return Err(format!("unknown transformer size {size:?}"));
-            }
-            Ok((size, int("patch", 2)))
-        };
-        let architecture = match model.variant() {
-            Some("unet") => {
-                let channels = ints("channels");
-                let attention = model
-                    .get("attention")
-                    .map(|a| a.as_list().iter().filter_map(Value::as_bool).collect())
-                    .unwrap_or_else(|| (0..channels.len()).map(|i| i + 1 == channels.len()).collect());
-                Architecture::Unet { channels, attention, res_blocks: int("res_blocks", 2), heads: int("heads", 4) }
-            }
-            Some("dit") => {
-                let (size, patch) = transformer()?;
-                Architecture::Dit { size, patch }
-            }
-            Some("sit") => {
-                let (size, patch) = transformer()?;
-                Architecture::Sit { size, patch }
-            }
-            other => return Err(format!("unknown denoiser model {other:?}")),
-        };
-        Ok(DenoiserSpec { architecture, dims: int("dims", 2), in_channels, out_channels, vector })
-    }
-
     fn spatial(&self) -> SpatialDims {
         if self.dims == 3 {
             SpatialDims::Three
@@ -132,9 +97,9 @@ impl DenoiserSpec {
             Architecture::Dit { size, patch } | Architecture::Sit { size, patch } => {
                 let variant =
                     if matches!(self.architecture, Architecture::Dit { .. }) { Variant::DiT } else { Variant::SiT };
-                let mut cfg = match size.as_str() {
-                    "B" => DiTConfig::base(variant, dims, channels, *patch),
-                    _ => DiTConfig::small(variant, dims, channels, *patch),
+                let mut cfg = match size {
+                    TransformerSize::B => DiTConfig::base(variant, dims, channels, *patch),
+                    TransformerSize::S => DiTConfig::small(variant, dims, channels, *patch),
                 };
                 cfg.condition_dim = condition_dim;
                 Denoiser::Dit(Box::new(DiT::new(vb, &cfg)?))

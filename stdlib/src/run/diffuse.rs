@@ -26,23 +26,22 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::signature::DataKind;
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 
 use super::denoiser::{Denoiser, DenoiserSpec, VectorCondition};
 use super::latents::{LatentMeta, LatentSource, LatentSourceConfig};
-use super::stage_io::{augment_param, float_param, input_dir, input_kind, int_param, seed_param, view_for, write_json};
+use super::stage_io::{input_dir, view_for, write_json};
 use super::strategy_spec::StrategySpec;
+use super::Run;
 use crate::data::augment::Preset;
 use crate::data::layout::DatasetMeta;
 use crate::data::loader::{Batch, Loader, Mode};
 use crate::diffusion::strategy::Strategy;
 use crate::split::Split;
+use crate::stages::{DiffuseConfig, SpaceKind};
 use crate::train::rng::{var_builder, Purpose, Stream, Streams};
-use crate::train::trainer::{failed, model_error, train, trainable, BatchSource, Objective, TrainConfig, ValSums};
-use crate::vocab::{self, SEG};
+use crate::train::trainer::{failed, model_error, train, trainable, BatchSource, Objective, ValSums};
 
 /// Bins of the normalised time range for the per-timestep validation MSE.
 const TIME_BINS: usize = 10;
@@ -65,7 +64,7 @@ pub enum Space {
 pub struct DenoiserRecord {
     pub denoiser: DenoiserSpec,
     pub strategy: StrategySpec,
-    pub mode: String,
+    pub mode: Mode,
     pub space: Space,
     /// The generated image modalities, one per output channel (for `multi`, the choices).
     pub images: Vec<String>,
@@ -79,10 +78,10 @@ pub struct DenoiserRecord {
     pub pixel_shape: [usize; 3],
 }
 
-/// What the data says about the volumes a denoiser generates.
+/// What the data says about the volumes a denoiser generates (a `nifti` dataset without
+/// `shape` says it only here).
 struct DataInfo {
     space: Space,
-    images: Vec<String>,
     volume_shape: [usize; 4],
     pixel_spacing: [f64; 3],
     pixel_shape: [usize; 3],
@@ -90,76 +89,52 @@ struct DataInfo {
 
 pub struct Diffuse;
 
-impl StageRunner for Diffuse {
+impl Run for Diffuse {
+    type Config = DiffuseConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
-        let mode_name = p.get("mode").and_then(Value::as_str).unwrap_or("bravo").to_string();
-        let mode = Mode::parse(&mode_name).ok_or_else(|| failed(format!("unknown mode `{mode_name}`")))?;
-        let model_value = p.get("model").cloned().unwrap_or(Value::None);
-        let dims = model_value.get("dims").and_then(Value::as_i64).unwrap_or(2) as usize;
+    fn run(&self, cx: &RunContext<'_>, c: DiffuseConfig) -> Result<Outcome, StageError> {
+        let spec = &c.model;
         let device = crate::device::select().map_err(failed)?;
-        let cfg = TrainConfig::from_params(p);
-        let batch = int_param(p, "batch", 16).max(1);
         let data = input_dir(cx, "data")?;
-        let vector = match mode {
-            Mode::SegConditioned => Some(VectorCondition::SizeBins),
-            _ => None,
+        let (sources, info) = match c.space {
+            SpaceKind::Latent => latent_sources(&data, &c, &device)?,
+            SpaceKind::Pixel => pixel_sources(&data, &c, &device)?,
         };
-        let mask_condition = vocab::mode_conditions_on_seg(&mode_name);
-
-        let (sources, info) = if input_kind(cx, "data")? == DataKind::Latents {
-            latent_sources(&data, mode, &mode_name, dims, batch, cfg.seed, &device)?
-        } else {
-            let rescale = p.get("rescale").and_then(Value::as_bool).unwrap_or(false);
-            pixel_sources(&data, mode, dims, batch, cfg.seed, &device, rescale)?
-        };
-        let vector = match mode {
-            Mode::Multi => Some(VectorCondition::Modality { count: info.images.len() }),
-            _ => vector,
-        };
-        let out_channels = info.volume_shape[0];
-        let in_channels = out_channels + usize::from(mask_condition);
-        let spec = DenoiserSpec::from_value(&model_value, in_channels, out_channels, vector).map_err(failed)?;
-        let spatial: Vec<usize> = model_spatial(&info.volume_shape, dims);
-        let strategy_spec =
-            StrategySpec::from_value(p.get("strategy").unwrap_or(&Value::None), p.get("min_snr"), &spatial)
-                .map_err(failed)?;
+        let strategy_spec = c.strategy.spec(&model_spatial(&info.volume_shape, spec.dims));
         let strategy = strategy_spec.build().map_err(model_error)?;
 
         let varmap = VarMap::new();
-        let vb = var_builder(&varmap, Stream::new(seed_param(p), Purpose::Init), DType::F32, &device);
+        let vb = var_builder(&varmap, Stream::new(c.train.seed, Purpose::Init), DType::F32, &device);
         let model = spec.build(vb).map_err(model_error)?;
-        let rescale = matches!(info.space, Space::Pixel { rescale: true });
-        let augment = augment_param(p);
         let mut objective = Denoise {
             model: &model,
             strategy: &strategy,
-            cfg_dropout: float_param(p, "cfg_dropout"),
-            rescale,
-            augment,
-            vector,
+            cfg_dropout: c.cfg_dropout,
+            rescale: c.space == SpaceKind::Pixel && c.rescale,
+            augment: c.augment,
+            vector: spec.vector,
             timesteps: strategy_spec.time_range(),
         };
         let (train_data, val_data) = (&*sources.0, &*sources.1);
-        let report = train(cx, &varmap, trainable(&varmap, &[]), &mut objective, (train_data, val_data), &cfg)?;
+        let report = train(cx, &varmap, trainable(&varmap, &[]), &mut objective, (train_data, val_data), &c.train)?;
 
         let record = DenoiserRecord {
-            denoiser: spec,
+            denoiser: spec.clone(),
             strategy: strategy_spec,
-            mode: mode_name,
+            mode: c.mode,
             space: info.space,
-            images: info.images,
-            mask_condition,
+            images: c.images.clone(),
+            mask_condition: c.mask_condition,
             volume_shape: info.volume_shape,
             pixel_spacing: info.pixel_spacing,
             pixel_shape: info.pixel_shape,
         };
         write_json(&cx.out_dir, DENOISER_RECORD, &record)?;
-        write_json(&cx.out_dir, "config.json", &serde_json::json!({ "denoiser": record, "training": cfg }))?;
+        write_json(&cx.out_dir, "config.json", &serde_json::json!({ "denoiser": record, "config": c }))?;
         report.write_logs(&cx.out_dir)?;
         let metrics: BTreeMap<String, f64> =
             [("val_loss".to_string(), report.best.1), ("train_loss".to_string(), report.last().train_loss)]
@@ -180,81 +155,42 @@ pub fn model_spatial(volume_shape: &[usize; 4], dims: usize) -> Vec<usize> {
     }
 }
 
-fn pixel_sources(
-    data: &Path,
-    mode: Mode,
-    dims: usize,
-    batch: usize,
-    seed: u64,
-    device: &Device,
-    rescale: bool,
-) -> Result<(Sources, DataInfo), StageError> {
+fn pixel_sources(data: &Path, c: &DiffuseConfig, device: &Device) -> Result<(Sources, DataInfo), StageError> {
     let meta = DatasetMeta::read(data).map_err(failed)?;
-    let loader = |split| Loader::new(data, split, mode, view_for(dims), batch, seed, device.clone()).map_err(failed);
+    let (mode, batch, seed) = (c.mode, c.batch, c.train.seed);
+    let view = view_for(c.model.dims);
+    let loader = |split| Loader::new(data, split, mode, view, batch, seed, device.clone()).map_err(failed);
     let sources: Sources = (Box::new(loader(Split::Train)?), Box::new(loader(Split::Val)?));
-    let dataset_images: Vec<String> = meta.modalities.iter().filter(|m| *m != SEG).cloned().collect();
-    let images = vocab::mode_images(mode_name(mode), &dataset_images);
-    let channels = if mode == Mode::Multi { 1 } else { images.len() };
     let [d, h, w] = meta.shape;
     let info = DataInfo {
-        space: Space::Pixel { rescale },
-        images,
-        volume_shape: [channels, d, h, w],
+        space: Space::Pixel { rescale: c.rescale },
+        volume_shape: [c.model.out_channels, d, h, w],
         pixel_spacing: meta.spacing,
         pixel_shape: meta.shape,
     };
     Ok((sources, info))
 }
 
-fn latent_sources(
-    data: &Path,
-    mode: Mode,
-    mode_name: &str,
-    dims: usize,
-    batch: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<(Sources, DataInfo), StageError> {
+fn latent_sources(data: &Path, c: &DiffuseConfig, device: &Device) -> Result<(Sources, DataInfo), StageError> {
     let meta = LatentMeta::read(data).map_err(failed)?;
-    let wanted = vocab::mode_images(mode_name, &meta.images);
-    if wanted != meta.images {
-        return Err(failed(format!(
-            "the latents encode {:?} but mode `{mode_name}` generates {wanted:?}",
-            meta.images
-        )));
-    }
-    if dims != meta.dims && !(dims == 2 && meta.dims == 2) {
-        return Err(failed(format!("a {dims}D denoiser cannot train on the latents of a {}D compressor", meta.dims)));
-    }
     let config = |split| LatentSourceConfig {
         split,
-        model_dims: dims,
-        condition: vocab::mode_conditions_on_seg(mode_name),
-        size_bins: mode == Mode::SegConditioned,
-        batch_size: batch,
-        seed,
+        model_dims: c.model.dims,
+        condition: c.mask_condition,
+        size_bins: c.mode == Mode::SegConditioned,
+        batch_size: c.batch,
+        seed: c.train.seed,
     };
     let source = |split| LatentSource::new(data, &meta, &config(split), device).map_err(failed);
     let sources: Sources = (Box::new(source(Split::Train)?), Box::new(source(Split::Val)?));
     let [d, h, w] = meta.shape;
     let info = DataInfo {
         space: Space::Latent { scale: meta.scale },
-        images: meta.images.clone(),
         volume_shape: [meta.channels, d, h, w],
         pixel_spacing: meta.pixel_spacing,
         pixel_shape: meta.pixel_shape,
     };
     Ok((sources, info))
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Seg => "seg",
-        Mode::Bravo => "bravo",
-        Mode::Dual => "dual",
-        Mode::Multi => "multi",
-        Mode::SegConditioned => "seg_conditioned",
-    }
 }
 
 struct Denoise<'a> {

@@ -10,27 +10,31 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Tensor};
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 
 use super::compressor::{Compressor, CompressorSpec};
 use super::latents::{latent_path, mask_to_latent, moments, save_latent, LatentMeta};
-use super::stage_io::{input_dir, int_param, stored_weights};
+use super::stage_io::{input_dir, stored_weights};
+use super::Run;
 use crate::data::layout::{volume_path, DatasetMeta};
 use crate::data::volume::Volume;
 use crate::io::nifti::load_nifti;
 use crate::split::Split;
+use crate::stages::EncodeConfig;
 use crate::train::trainer::{failed, model_error, BEST_WEIGHTS};
 use crate::vocab::SEG;
 
 pub struct Encode;
 
-impl StageRunner for Encode {
+impl Run for Encode {
+    type Config = EncodeConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let batch = int_param(&cx.instance.params, "batch", 16).max(1);
+    fn run(&self, cx: &RunContext<'_>, config: EncodeConfig) -> Result<Outcome, StageError> {
+        let batch = config.batch;
         let device = crate::device::select().map_err(failed)?;
         let compressor_dir = input_dir(cx, "compressor")?;
         let (spec, model) = load_compressor(&compressor_dir, &device)?;

@@ -22,21 +22,20 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Tensor};
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 
 use super::evaluate_report::{Report, Scores};
 use super::evaluate_subject::{Case, Reference, Subject};
-use super::stage_io::{int_param, seed_param, strings_param};
+use super::Run;
 use crate::data::tumours::Geometry;
 use crate::data::volume::Volume;
-use crate::io::nifti::BINARY_THRESHOLD_GENERATED;
 use crate::metrics::distribution::{fid, fid_2p5d, kid, kid_2p5d, KidConfig};
 use crate::metrics::features::{FeatureCache, FeatureExtractor, Features, VolumeFeatures};
 use crate::metrics::image::{mean_over_slices, ms_ssim, psnr, ssim, Image, SsimConfig, PSNR_CAP_DB};
 use crate::metrics::lpips::{InputRange, Lpips, SliceAxis, VolumeLpipsConfig};
 use crate::metrics::regional::{ModalityAccumulators, TumourMap};
 use crate::metrics::segmentation::{score, BinaryMask, MaskRole};
+use crate::stages::{EvaluateConfig, ParamFile};
 use crate::train::trainer::failed;
 use crate::vocab::{DISTRIBUTION_METRICS, PAIRED_METRICS, SEG};
 
@@ -45,7 +44,7 @@ const DATA_RANGE: f64 = 1.0;
 
 pub struct Evaluate;
 
-/// The stage's resolved settings.
+/// The stage's resolved settings, as the metrics read them.
 struct Settings {
     metrics: Vec<String>,
     dims: usize,
@@ -57,6 +56,18 @@ struct Settings {
 }
 
 impl Settings {
+    fn new(c: &EvaluateConfig) -> Settings {
+        Settings {
+            metrics: c.metrics.iter().map(|m| m.name().to_string()).collect(),
+            dims: c.dims,
+            threshold: c.seg_threshold as f32,
+            binarize: c.binarize_seg,
+            lpips_chunk: c.lpips_chunk,
+            ms_ssim_scales: c.ms_ssim_scales,
+            seed: c.seed,
+        }
+    }
+
     fn wants(&self, metric: &str) -> bool {
         self.metrics.iter().any(|m| m == metric)
     }
@@ -68,24 +79,17 @@ struct Networks {
     features: Option<(FeatureExtractor, FeatureCache)>,
 }
 
-impl StageRunner for Evaluate {
+impl Run for Evaluate {
+    type Config = EvaluateConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
-        let settings = Settings {
-            metrics: strings_param(p, "metrics"),
-            dims: int_param(p, "dims", 3),
-            threshold: p.get("seg_threshold").and_then(Value::as_f64).map_or(BINARY_THRESHOLD_GENERATED, |t| t as f32),
-            binarize: p.get("binarize_seg").and_then(Value::as_bool).unwrap_or(true),
-            lpips_chunk: int_param(p, "lpips_chunk", 32).max(1),
-            ms_ssim_scales: int_param(p, "ms_ssim_scales", 5),
-            seed: seed_param(p),
-        };
+    fn run(&self, cx: &RunContext<'_>, c: EvaluateConfig) -> Result<Outcome, StageError> {
+        let settings = Settings::new(&c);
         let device = crate::device::select().map_err(failed)?;
-        let networks = load_networks(cx, &settings, &device)?;
+        let networks = load_networks(cx, &c, &settings, &device)?;
         let reference = Reference::open(cx)?;
         let subject = Subject::open(cx, &device)?;
         let cases = subject.cases(&reference);
@@ -153,23 +157,29 @@ impl StageRunner for Evaluate {
 
 /// Loads LPIPS and the feature network when a requested metric needs them; their weights files
 /// are required then.
-fn load_networks(cx: &RunContext<'_>, settings: &Settings, device: &Device) -> Result<Networks, StageError> {
-    let weights = |param: &str, metric: &str| -> Result<PathBuf, StageError> {
-        cx.files.get(param).cloned().ok_or_else(|| {
+fn load_networks(
+    cx: &RunContext<'_>,
+    c: &EvaluateConfig,
+    settings: &Settings,
+    device: &Device,
+) -> Result<Networks, StageError> {
+    let weights = |file: &Option<ParamFile>, param: &str, metric: &str| -> Result<PathBuf, StageError> {
+        let file = file.as_ref().ok_or_else(|| {
             failed(format!(
                 "`{metric}` needs the network's weights: set `{param} = \"path/to/file.safetensors\"` (docs/weights.md \
                  shows the one-time conversion of the published weights)"
             ))
-        })
+        })?;
+        file.path(cx)
     };
     let lpips = if settings.wants("lpips") || settings.wants("lpips_3d") {
-        let path = weights("lpips_weights", "lpips")?;
+        let path = weights(&c.lpips_weights, "lpips_weights", "lpips")?;
         Some(Lpips::load(&path, InputRange::Unit, device).map_err(|e| failed(e.to_string()))?)
     } else {
         None
     };
     let features = if settings.metrics.iter().any(|m| DISTRIBUTION_METRICS.contains(&m.as_str())) {
-        let path = weights("feature_weights", "fid")?;
+        let path = weights(&c.feature_weights, "feature_weights", "fid")?;
         let extractor = FeatureExtractor::load(&path, device).map_err(|e| failed(e.to_string()))?;
         let cache = FeatureCache::new(cx.cache_dir.join("features")).map_err(|e| failed(e.to_string()))?;
         Some((extractor, cache))

@@ -28,8 +28,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Tensor};
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 
 use super::compressor::{Compressor, CompressorSpec};
@@ -37,9 +36,8 @@ use super::denoiser::{Denoiser, VectorCondition};
 use super::diffuse::{DenoiserRecord, Space, DENOISER_RECORD};
 use super::encode::{decode_volume, load_compressor, read_volume};
 use super::latents::mask_to_latent;
-use super::stage_io::{
-    float_param, input_dir, input_split, int_param, read_json, seed_param, stored_weights, write_json,
-};
+use super::stage_io::{input_dir, input_split, read_json, stored_weights, write_json};
+use super::Run;
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta};
 use crate::data::loader::size_bins;
 use crate::data::volume::{Spacing, Volume};
@@ -48,6 +46,7 @@ use crate::diffusion::strategy::Strategy;
 use crate::io::nifti::{binarize_seg, save_nifti};
 use crate::io::preview::{write_grid, Tile};
 use crate::split::Split;
+use crate::stages::SampleConfig;
 use crate::train::rng::{Purpose, Stream};
 use crate::train::trainer::{failed, model_error, BEST_WEIGHTS};
 use crate::vocab::{self, SEG};
@@ -96,19 +95,19 @@ pub struct SampleRecord {
     pub std: BTreeMap<String, f64>,
 }
 
-impl StageRunner for Sample {
+impl Run for Sample {
+    type Config = SampleConfig;
+
     fn version(&self) -> u32 {
         2
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let p = &cx.instance.params;
+    fn run(&self, cx: &RunContext<'_>, c: SampleConfig) -> Result<Outcome, StageError> {
         let device = crate::device::select().map_err(failed)?;
         let denoiser_dir = input_dir(cx, "denoiser")?;
         let record: DenoiserRecord = read_json(&denoiser_dir.join(DENOISER_RECORD)).map_err(failed)?;
         let model = load_denoiser(&denoiser_dir, &record, &device)?;
         let strategy = record.strategy.build().map_err(model_error)?;
-        let solver = solver(p.get("solver").unwrap_or(&Value::None))?;
         let decoder = match record.space {
             Space::Latent { .. } => Some(load_compressor(&input_dir(cx, "decoder")?, &device)?),
             Space::Pixel { .. } => None,
@@ -119,15 +118,15 @@ impl StageRunner for Sample {
             record: &record,
             model: &model,
             strategy: &strategy,
-            solver,
-            guidance: float_param(p, "guidance").max(1.0),
-            chunk: int_param(p, "batch", 8).max(1),
+            solver: c.solver,
+            guidance: c.guidance,
+            chunk: c.batch,
             decoder: decoder.as_ref().map(|(spec, model)| (spec, model)),
             device: &device,
         };
-        let count = int_param(p, "count", 16).max(1);
+        let count = c.count;
         let spacing = Spacing::from_dhw(record.pixel_spacing);
-        let mut stream = Stream::new(seed_param(p), Purpose::Sampling);
+        let mut stream = Stream::new(c.seed, Purpose::Sampling);
         let mut stats = Stats::default();
         let mut records = Vec::new();
         let mut previews = Vec::new();
@@ -167,12 +166,12 @@ impl StageRunner for Sample {
             stats.nfe += nfe;
             records.push(SampleRecord { name, condition: condition.map(|c| c.patient.clone()), nfe, std });
         }
-        if p.get("previews").and_then(Value::as_bool).unwrap_or(true) {
+        if c.previews {
             write_previews(&cx.out_dir, &record, &previews)?;
         }
         write_json(&cx.out_dir, "samples.json", &records)?;
         let generation = Generation {
-            mode: record.mode.clone(),
+            mode: record.mode.name().to_string(),
             images: record.images.clone(),
             mask_condition: record.mask_condition,
             dims: record.denoiser.dims,
@@ -190,21 +189,6 @@ fn load_denoiser(dir: &Path, record: &DenoiserRecord, device: &Device) -> Result
     record.denoiser.build(vb).map_err(|e| failed(format!("{}: {e}", weights.display())))
 }
 
-/// The solver a `solver = ...` value names.
-fn solver(value: &Value) -> Result<Solver, StageError> {
-    let steps = value.get("steps").and_then(Value::as_i64).unwrap_or(25).max(1) as usize;
-    let tol = |k: &str| value.get(k).and_then(Value::as_f64).unwrap_or(1e-3);
-    Ok(match value.variant() {
-        Some("euler") | None => Solver::Euler { steps },
-        Some("midpoint") => Solver::Midpoint { steps },
-        Some("heun") => Solver::Heun { steps },
-        Some("rk4") => Solver::Rk4 { steps },
-        Some("bosh3") => Solver::Bosh3 { rtol: tol("rtol"), atol: tol("atol") },
-        Some("dopri5") => Solver::Dopri5 { rtol: tol("rtol"), atol: tol("atol") },
-        Some(other) => return Err(failed(format!("unknown solver `{other}`"))),
-    })
-}
-
 /// The conditioning patients: the `conditions` input's selected split (all patients without a
 /// selection), in id order.
 fn read_conditions(
@@ -215,7 +199,7 @@ fn read_conditions(
     let dir = cx.inputs.get("conditions").map(|u| u.dir.clone()).ok_or_else(|| {
         failed(format!(
             "mode `{}` generates from conditions: give the stage `conditions: DATASET.test` (the masks to generate for)",
-            record.mode
+            record.mode.name()
         ))
     })?;
     let meta = DatasetMeta::read(&dir).map_err(failed)?;
@@ -292,7 +276,7 @@ impl Generator<'_> {
             let pixels = self.to_pixels(&x0)?;
             for (c, name) in names.iter().enumerate() {
                 let mut values = pixels.get(c)?.flatten_all()?.to_vec1::<f32>()?;
-                if name == SEG || vocab::mode_generates_seg(&record.mode) {
+                if name == SEG || vocab::mode_generates_seg(record.mode.name()) {
                     binarize_seg(&mut values);
                 }
                 out.push((name.clone(), values));

@@ -29,10 +29,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use medgen_engine::runner::{Outcome, RunContext, StageError, StageRunner};
-use medgen_lang::value::Value;
+use medgen_engine::runner::{Outcome, RunContext, StageError};
+use medgen_lang::value::Float;
 
-use crate::vocab::strings;
+use super::Run;
+use crate::stages::ShellConfig;
 
 /// Lines of the log shown when a command fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -42,17 +43,16 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Shell;
 
-impl StageRunner for Shell {
+impl Run for Shell {
+    type Config = ShellConfig;
+
     fn version(&self) -> u32 {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>) -> Result<Outcome, StageError> {
-        let params = &cx.instance.params;
-        let template = params.get("command").and_then(Value::as_str).unwrap_or_default();
-        let outputs = declared_outputs(params);
-        link_inputs(cx)?;
-        let command = substitute(template, cx, params)?;
+    fn run(&self, cx: &RunContext<'_>, config: ShellConfig) -> Result<Outcome, StageError> {
+        link_inputs(cx, &config)?;
+        let command = substitute(cx, &config)?;
         tracing::debug!(stage = %cx.instance.name, %command, "running");
         let log = std::fs::File::create(&cx.log_path).map_err(|e| failed("cannot create the log", e))?;
         let log_err = log.try_clone().map_err(|e| failed("cannot open the log", e))?;
@@ -106,7 +106,7 @@ impl StageRunner for Shell {
             };
             return Err(StageError::Failed(format!("{what}\n  command: {command}{}", tail(&cx.log_path))));
         }
-        for name in &outputs {
+        for name in &config.outputs {
             if !cx.out_dir.join(name).exists() {
                 return Err(StageError::Failed(format!(
                     "the command did not write its declared output `{name}` ({{out.{name}}}){}",
@@ -114,17 +114,17 @@ impl StageRunner for Shell {
                 )));
             }
         }
-        let metrics = read_metrics(&cx.out_dir, &strings(params.get("metrics").unwrap_or(&Value::None)))?;
+        let metrics = read_metrics(&cx.out_dir, &config.metrics)?;
         Ok(Outcome { metrics })
     }
 }
 
 /// Links each declared input into the working directory under its relative path.
-fn link_inputs(cx: &RunContext<'_>) -> Result<(), StageError> {
-    for (position, rel) in &cx.instance.files {
-        let rel = Path::new(rel);
+fn link_inputs(cx: &RunContext<'_>, config: &ShellConfig) -> Result<(), StageError> {
+    for file in config.inputs.values() {
+        let rel = Path::new(file.written(cx)?);
         let inside = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !position.starts_with("inputs.") || !inside {
+        if !inside {
             return Err(StageError::Failed(format!(
                 "input `{}` must be a path inside the pipeline's directory (no `..`, not absolute)",
                 rel.display()
@@ -137,19 +137,9 @@ fn link_inputs(cx: &RunContext<'_>) -> Result<(), StageError> {
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent).map_err(|e| failed("cannot prepare the working directory", e))?;
         }
-        std::os::unix::fs::symlink(cx.pipeline_dir.join(rel), &link).map_err(|e| failed("cannot link an input", e))?;
+        std::os::unix::fs::symlink(file.path(cx)?, &link).map_err(|e| failed("cannot link an input", e))?;
     }
     Ok(())
-}
-
-/// The declared outputs, with `metrics` added when metrics are declared.
-pub(crate) fn declared_outputs(params: &BTreeMap<String, Value>) -> Vec<String> {
-    let mut outputs = strings(params.get("outputs").unwrap_or(&Value::None));
-    let declares_metrics = params.get("metrics").is_some_and(|m| !m.as_list().is_empty());
-    if declares_metrics && !outputs.iter().any(|o| o == "metrics") {
-        outputs.push("metrics".into());
-    }
-    outputs
 }
 
 fn failed(what: &str, e: std::io::Error) -> StageError {
@@ -207,15 +197,16 @@ fn terminate(child: &mut std::process::Child) {
 }
 
 /// Replaces `{in.X}`, `{params.X}`, `{out.X}` and `{STAGE.X}` with shell-quoted text.
-fn substitute(template: &str, cx: &RunContext<'_>, params: &BTreeMap<String, Value>) -> Result<String, StageError> {
+fn substitute(cx: &RunContext<'_>, config: &ShellConfig) -> Result<String, StageError> {
+    let template = config.command.as_str();
     let mut out = String::with_capacity(template.len());
     let mut last = 0;
     for (start, end, scope, name) in medgen_lang::check::placeholders(template) {
         out.push_str(&template[last..start]);
         last = end;
         let text = match scope {
-            "in" => cx.instance.files.get(&format!("inputs.{name}")).cloned(),
-            "params" => params.get("params").and_then(|p| p.get(name)).map(scalar_text),
+            "in" => config.inputs.get(name).map(|f| f.written(cx).map(str::to_string)).transpose()?,
+            "params" => config.params.get(name).map(scalar_text),
             "out" => Some(cx.out_dir.join(name).display().to_string()),
             stage => cx.placeholders.get(stage).map(|dir| dir.join(name).display().to_string()),
         };
@@ -226,9 +217,14 @@ fn substitute(template: &str, cx: &RunContext<'_>, params: &BTreeMap<String, Val
     Ok(out)
 }
 
-fn scalar_text(v: &Value) -> String {
+/// A value as the pipeline writes it (`1e-4`, not `0.0001`), strings without quotes.
+fn scalar_text(v: &serde_json::Value) -> String {
     match v {
-        Value::Str(s) | Value::Enum(s) => s.clone(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => i.to_string(),
+            None => Float(n.as_f64().unwrap_or(f64::NAN)).to_string(),
+        },
         other => other.to_string(),
     }
 }

@@ -1,46 +1,18 @@
-//! What every model stage's runner does with its context: read typed parameters, find its input
-//! directories, write JSON outputs. Parameters were checked and resolved by the checker, so a
-//! missing one here falls back to the signature's default rather than failing.
+//! What every model stage's runner does with its context besides reading its configuration: find
+//! its input directories, read and write JSON, load stored weights.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use medgen_engine::runner::{RunContext, StageError};
 use medgen_lang::signature::DataKind;
-use medgen_lang::value::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::data::augment::Preset;
 use crate::data::loader::{Axis, View};
 use crate::split::Split;
 use crate::train::trainer::failed;
-use crate::vocab::strings;
-
-pub type Params = BTreeMap<String, Value>;
-
-pub fn float_param(p: &Params, name: &str) -> f64 {
-    p.get(name).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
-pub fn int_param(p: &Params, name: &str, default: i64) -> usize {
-    p.get(name).and_then(Value::as_i64).unwrap_or(default).max(0) as usize
-}
-
-pub fn strings_param(p: &Params, name: &str) -> Vec<String> {
-    p.get(name).map(strings).unwrap_or_default()
-}
-
-pub fn seed_param(p: &Params) -> u64 {
-    p.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64
-}
-
-/// The `augment` preset (`none` when absent).
-pub fn augment_param(p: &Params) -> Preset {
-    p.get("augment").and_then(Value::as_str).and_then(Preset::parse).unwrap_or(Preset::None)
-}
 
 /// The directory of input `name`.
 pub fn input_dir(cx: &RunContext<'_>, name: &str) -> Result<PathBuf, StageError> {

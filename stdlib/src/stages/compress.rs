@@ -19,16 +19,60 @@ use medgen_lang::signature::{
 };
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
+use serde::{Deserialize, Serialize};
 
+use crate::data::augment::Preset;
 use crate::nn::alexnet::MIN_INPUT_SIDE;
 use crate::pitfalls::Pitfall;
+use crate::run::compress_validation::Measure;
+use crate::run::compressor::{CompressorSpec, Regularisation};
+use crate::train::trainer::TrainConfig;
 use crate::vocab::{
     self, augment, batch_augment, compressor_model, modalities, names, strings, COMPRESS_IMAGE_METRICS,
     COMPRESS_MASK_METRICS, COMPRESS_METRICS, SEG,
 };
 
 use super::evaluate::MS_SSIM_WINDOW;
-use super::{axes, axial, derive_seed, too_small, DatasetView};
+use super::resolve::{arg, choice, optional_file, param, to_json, Choice, ParamFile, Resolved};
+use super::{axes, axial, derive_seed, too_small, train_config, DatasetView};
+
+/// What a `compress` instance trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CompressConfig {
+    /// The architecture, the images it compresses and its regularisation.
+    pub model: CompressorSpec,
+    #[serde(flatten)]
+    pub train: TrainConfig,
+    pub batch: usize,
+    pub augment: Preset,
+    /// Weight of the LPIPS loss; 0: none.
+    pub perceptual_weight: f64,
+    pub lpips_weights: Option<ParamFile>,
+    /// The validation metrics, resolved from what applies.
+    pub metrics: Vec<Measure>,
+}
+
+/// The architecture a `model = vae(...)`/`vqvae(...)` value states, every argument filled by the
+/// checker.
+fn compressor_spec(model: &Value, images: Vec<String>) -> Resolved<CompressorSpec> {
+    let regularisation = match model.variant() {
+        Some("vae") => Regularisation::Kl { kl_weight: arg(model, "kl_weight")? },
+        Some("vqvae") => Regularisation::Vq {
+            codebook: arg(model, "codebook")?,
+            commitment: arg(model, "commitment")?,
+            ema_decay: arg(model, "ema_decay")?,
+        },
+        other => return Err(format!("no compressor runs the model {other:?}")),
+    };
+    Ok(CompressorSpec {
+        regularisation,
+        dims: arg(model, "dims")?,
+        images,
+        channels: arg(model, "channels")?,
+        res_blocks: arg(model, "res_blocks")?,
+        latent_channels: arg(model, "latent_channels")?,
+    })
+}
 
 /// Weight of the perceptual loss for image compression when the file does not say.
 pub const DEFAULT_PERCEPTUAL_WEIGHT: f64 = 1e-3;
@@ -207,6 +251,18 @@ impl StageKind for Compress {
             );
         o.metrics = metric_names(&metrics);
         o
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&CompressConfig {
+            model: compressor_spec(&param(cx, "model")?, param(cx, "images")?)?,
+            train: train_config(cx)?,
+            batch: param(cx, "batch")?,
+            augment: choice(cx, "augment")?,
+            perceptual_weight: param(cx, "perceptual_weight")?,
+            lpips_weights: optional_file(cx, "lpips_weights")?,
+            metrics: param::<Vec<Choice<Measure>>>(cx, "metrics")?.into_iter().map(|m| m.0).collect(),
+        })
     }
 }
 

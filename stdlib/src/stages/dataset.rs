@@ -8,12 +8,80 @@ use medgen_lang::signature::{
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use serde::{Deserialize, Serialize};
+
 use crate::data::phantom::patient_id;
+use crate::data::volume::Shape;
 use crate::pitfalls::Pitfall;
 use crate::split::{counts, SplitFractions};
 use crate::vocab::{modalities, names};
 
 use super::derive_seed;
+use super::resolve::{arg, choice, param, to_json, ParamFile, Resolved};
+
+/// What a `phantom` instance generates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PhantomConfig {
+    pub volumes: usize,
+    /// (depth, height, width); a 2D shape is one slice deep.
+    pub shape: Shape,
+    /// Millimetres per voxel, (depth, height, width).
+    pub spacing: [f64; 3],
+    pub modalities: Vec<String>,
+    pub tumours: usize,
+    pub split: SplitFractions,
+    pub seed: u64,
+}
+
+/// How a `nifti` dataset's intensities are brought to [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Normalization {
+    /// Clip to the 0.5th–99.5th percentiles, rescale to [0, 1], binarise masks.
+    Percentile,
+    /// Keep the files' values.
+    None,
+}
+
+/// What a `nifti` instance reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NiftiConfig {
+    pub dir: ParamFile,
+    pub modalities: Vec<String>,
+    pub pattern: String,
+    pub normalize: Normalization,
+    /// Crop or pad to this (depth, height, width); `None`: every patient keeps the files' shape.
+    pub shape: Option<Shape>,
+    /// The declared voxel size, (depth, height, width); `None`: taken from the files.
+    pub spacing: Option<[f64; 3]>,
+    pub split: SplitFractions,
+    pub seed: u64,
+}
+
+/// A shape as (depth, height, width): `[h, w]` is one slice deep.
+fn shape3(shape: &[usize]) -> Resolved<Shape> {
+    match *shape {
+        [h, w] => Ok([1, h, w]),
+        [d, h, w] => Ok([d, h, w]),
+        _ => Err(format!("a shape has 2 or 3 axes, not {}", shape.len())),
+    }
+}
+
+/// A spacing as (depth, height, width): a 2D spacing is 1 mm deep.
+fn spacing3(spacing: &[f64]) -> Resolved<[f64; 3]> {
+    match *spacing {
+        [h, w] => Ok([1.0, h, w]),
+        [d, h, w] => Ok([d, h, w]),
+        _ => Err(format!("a spacing has 2 or 3 axes, not {}", spacing.len())),
+    }
+}
+
+fn split_fractions(cx: &DeriveCx<'_>) -> Resolved<SplitFractions> {
+    let split = param::<Value>(cx, "split")?;
+    Ok(SplitFractions { train: arg(&split, "train")?, val: arg(&split, "val")?, test: arg(&split, "test")? })
+}
 
 fn split_param() -> ParamSig {
     // Each fraction is required once a split is written, so a partial record is an error, not a
@@ -123,6 +191,18 @@ impl StageKind for Phantom {
         let volumes = cx.value("volumes").as_i64().unwrap_or(0);
         dataset_outputs(cx, Some(volumes), Some(shape))
     }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&PhantomConfig {
+            volumes: param(cx, "volumes")?,
+            shape: shape3(&param::<Vec<usize>>(cx, "shape")?)?,
+            spacing: spacing3(&param::<Vec<f64>>(cx, "spacing")?)?,
+            modalities: param(cx, "modalities")?,
+            tumours: param(cx, "tumours")?,
+            split: split_fractions(cx)?,
+            seed: param(cx, "seed")?,
+        })
+    }
 }
 
 pub struct Nifti {
@@ -200,6 +280,19 @@ impl StageKind for Nifti {
             check_spacing(cx, shape.len());
         }
         dataset_outputs(cx, None, shape)
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&NiftiConfig {
+            dir: ParamFile::at("dir"),
+            modalities: param(cx, "modalities")?,
+            pattern: param(cx, "pattern")?,
+            normalize: choice(cx, "normalize")?,
+            shape: param::<Option<Vec<usize>>>(cx, "shape")?.as_deref().map(shape3).transpose()?,
+            spacing: param::<Option<Vec<f64>>>(cx, "spacing")?.as_deref().map(spacing3).transpose()?,
+            split: split_fractions(cx)?,
+            seed: param(cx, "seed")?,
+        })
     }
 }
 

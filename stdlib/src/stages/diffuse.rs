@@ -10,11 +10,90 @@ use medgen_lang::source::Span;
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::Preset;
+use crate::data::loader::Mode;
 use crate::pitfalls::Pitfall;
+use crate::run::denoiser::{Architecture, DenoiserSpec, VectorCondition};
+use crate::run::strategy_spec::StrategyConfig;
+use crate::train::trainer::TrainConfig;
 use crate::vocab::{self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG};
 
 use super::compress::{check_divisible, check_not_3d_on_2d, fill_dims, model_axes};
-use super::{derive_seed, shape_field, with_metrics, DatasetView};
+use super::resolve::{arg, arg_choice, choice, output, param, to_json, Resolved};
+use super::{derive_seed, shape_field, train_config, with_metrics, DatasetView};
+
+/// Where a denoiser trains: on a dataset's pixels or on `encode` latents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SpaceKind {
+    Pixel,
+    Latent,
+}
+
+/// What a `diffuse` instance trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DiffuseConfig {
+    pub mode: Mode,
+    pub space: SpaceKind,
+    /// Pixel space: train on [-1, 1] instead of [0, 1].
+    pub rescale: bool,
+    /// The generated modalities, one per output channel (for `multi`, the choices).
+    pub images: Vec<String>,
+    /// Whether the tumour mask is an extra input channel.
+    pub mask_condition: bool,
+    /// The architecture with the channel counts and vector condition derived from the mode.
+    pub model: DenoiserSpec,
+    pub strategy: StrategyConfig,
+    #[serde(flatten)]
+    pub train: TrainConfig,
+    pub batch: usize,
+    pub augment: Preset,
+    /// Probability of dropping the condition (classifier-free guidance).
+    pub cfg_dropout: f64,
+}
+
+/// The architecture a `model = unet(...)`/`dit(...)`/`sit(...)` value states, with the channel
+/// counts and the vector condition `derive` found.
+fn denoiser_spec(
+    model: &Value,
+    in_channels: usize,
+    out_channels: usize,
+    vector: Option<VectorCondition>,
+) -> Resolved<DenoiserSpec> {
+    let architecture = match model.variant() {
+        Some("unet") => Architecture::Unet {
+            channels: arg(model, "channels")?,
+            attention: arg(model, "attention")?,
+            res_blocks: arg(model, "res_blocks")?,
+            heads: arg(model, "heads")?,
+        },
+        Some("dit") => Architecture::Dit { size: arg_choice(model, "size")?, patch: arg(model, "patch")? },
+        Some("sit") => Architecture::Sit { size: arg_choice(model, "size")?, patch: arg(model, "patch")? },
+        other => return Err(format!("no denoiser runs the model {other:?}")),
+    };
+    Ok(DenoiserSpec { architecture, dims: arg(model, "dims")?, in_channels, out_channels, vector })
+}
+
+/// The strategy a `strategy = ddpm(...)`/`rflow(...)` value states.
+fn strategy_config(strategy: &Value, min_snr: Option<f64>) -> Resolved<StrategyConfig> {
+    match strategy.variant() {
+        Some("ddpm") => Ok(StrategyConfig::Ddpm {
+            timesteps: arg(strategy, "timesteps")?,
+            schedule: arg_choice(strategy, "schedule")?,
+            prediction: arg_choice(strategy, "prediction")?,
+            min_snr,
+        }),
+        Some("rflow") => Ok(StrategyConfig::Rflow {
+            sampling: arg_choice(strategy, "sampling")?,
+            continuous: arg(strategy, "continuous")?,
+            timesteps: arg(strategy, "timesteps")?,
+            timestep_transform: arg(strategy, "timestep_transform")?,
+        }),
+        other => Err(format!("no strategy runs {other:?}")),
+    }
+}
 
 pub struct Diffuse {
     sig: Signature,
@@ -233,6 +312,35 @@ impl StageKind for Diffuse {
             .value("modalities", names(&data.modalities))
             .value("compressor", upstream.get_value("compressor").cloned().unwrap_or(Value::None));
         with_metrics(o, &["train_loss", "val_loss"])
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, outputs: &Outputs) -> Resolved<serde_json::Value> {
+        let mode: Mode = choice(cx, "mode")?;
+        let images: Vec<String> = output(outputs, "images")?;
+        let vector = match mode {
+            Mode::SegConditioned => Some(VectorCondition::SizeBins),
+            Mode::Multi => Some(VectorCondition::Modality { count: images.len() }),
+            _ => None,
+        };
+        let model = denoiser_spec(
+            &param(cx, "model")?,
+            output(outputs, "in_channels")?,
+            output(outputs, "out_channels")?,
+            vector,
+        )?;
+        to_json(&DiffuseConfig {
+            mode,
+            space: output::<super::resolve::Choice<SpaceKind>>(outputs, "space")?.0,
+            rescale: param(cx, "rescale")?,
+            images,
+            mask_condition: output(outputs, "paired")?,
+            model,
+            strategy: strategy_config(&param(cx, "strategy")?, param(cx, "min_snr")?)?,
+            train: train_config(cx)?,
+            batch: param(cx, "batch")?,
+            augment: choice(cx, "augment")?,
+            cfg_dropout: param(cx, "cfg_dropout")?,
+        })
     }
 }
 

@@ -2,6 +2,8 @@
 //! latent resolution for seg-conditioned modes). Everything downstream reads the latent
 //! geometry from here.
 
+use serde::{Deserialize, Serialize};
+
 use medgen_lang::signature::{
     DataKind, DeriveCx, InputSig, Outputs, ParamDefault, ParamSig, Signature, StageKind, Type,
 };
@@ -12,6 +14,7 @@ use crate::pitfalls::Pitfall;
 use crate::vocab::strings;
 
 use super::compress::{check_divisible, latent_shape};
+use super::resolve::{param, to_json, Resolved};
 use super::{split_fields, with_metrics, DatasetView};
 
 pub struct Encode {
@@ -101,4 +104,17 @@ impl StageKind for Encode {
         // The training latents' standard deviation and the scale that brings them to unit variance.
         with_metrics(o, &["latent_scale", "latent_std"])
     }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&EncodeConfig { batch: param(cx, "batch")? })
+    }
+}
+
+/// What an `encode` instance does beyond its inputs: the compressor and the dataset are its
+/// typed inputs (`compressor.json`, the dataset's description).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EncodeConfig {
+    /// Slices (2D compressor) encoded at once.
+    pub batch: usize,
 }

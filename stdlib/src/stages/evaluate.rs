@@ -8,6 +8,7 @@ use medgen_lang::signature::{
 };
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::pitfalls::Pitfall;
 use crate::vocab::{
@@ -15,9 +16,64 @@ use crate::vocab::{
 };
 
 use super::compress::{check_divisible, model_axes};
+use super::resolve::{optional_file, param, to_json, Choice, ParamFile, Resolved};
 use super::{axes, axial, derive_seed, shape_field, split_name, too_small, DatasetView};
 use crate::metrics::lpips::SliceAxis;
 use crate::nn::alexnet::MIN_INPUT_SIDE;
+
+/// A metric `evaluate` computes, by its name in the language (`cmmd` is refused by the checker,
+/// E0123, until it runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Metric {
+    Psnr,
+    Ssim,
+    MsSsim,
+    Lpips,
+    #[serde(rename = "lpips_3d")]
+    Lpips3d,
+    Fid,
+    Kid,
+    Dice,
+    Iou,
+    Hd95,
+    Regional,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Psnr => "psnr",
+            Metric::Ssim => "ssim",
+            Metric::MsSsim => "ms_ssim",
+            Metric::Lpips => "lpips",
+            Metric::Lpips3d => "lpips_3d",
+            Metric::Fid => "fid",
+            Metric::Kid => "kid",
+            Metric::Dice => "dice",
+            Metric::Iou => "iou",
+            Metric::Hd95 => "hd95",
+            Metric::Regional => "regional",
+        }
+    }
+}
+
+/// What an `evaluate` instance measures; the subject and the reference are its typed inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluateConfig {
+    pub metrics: Vec<Metric>,
+    /// SSIM and MS-SSIM over axial slices (2) or whole volumes (3); FID/KID features likewise.
+    pub dims: usize,
+    pub binarize_seg: bool,
+    pub seg_threshold: f64,
+    pub lpips_chunk: usize,
+    pub ms_ssim_scales: usize,
+    pub lpips_weights: Option<ParamFile>,
+    pub feature_weights: Option<ParamFile>,
+    /// Seed of KID's random subsets.
+    pub seed: u64,
+}
 
 /// Threshold that turns generated mask probabilities into binary masks, when the file does not
 /// say (seed pitfalls 36 and 79: one named threshold, used everywhere): `binarize_seg`'s.
@@ -276,6 +332,20 @@ impl StageKind for Evaluate {
         let image_names: Vec<String> = images.iter().filter(|i| *i != SEG).cloned().collect();
         o.metrics = metric_names(&metrics, &image_names, dims);
         o
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&EvaluateConfig {
+            metrics: param::<Vec<Choice<Metric>>>(cx, "metrics")?.into_iter().map(|m| m.0).collect(),
+            dims: param(cx, "dims")?,
+            binarize_seg: param(cx, "binarize_seg")?,
+            seg_threshold: param(cx, "seg_threshold")?,
+            lpips_chunk: param(cx, "lpips_chunk")?,
+            ms_ssim_scales: param(cx, "ms_ssim_scales")?,
+            lpips_weights: optional_file(cx, "lpips_weights")?,
+            feature_weights: optional_file(cx, "feature_weights")?,
+            seed: param(cx, "seed")?,
+        })
     }
 }
 

@@ -6,23 +6,35 @@ mod dataset;
 mod diffuse;
 mod encode;
 mod evaluate;
+mod resolve;
 mod sample;
 mod shell;
 
+pub(crate) use compress::CompressConfig;
 pub use compress::{metric_names as compress_metric_names, Compress, MetricRules};
 pub use dataset::{Nifti, Phantom};
+pub(crate) use dataset::{NiftiConfig, Normalization, PhantomConfig};
 pub use diffuse::Diffuse;
+pub(crate) use diffuse::{DiffuseConfig, SpaceKind};
 pub use encode::Encode;
+pub(crate) use encode::EncodeConfig;
 pub use evaluate::Evaluate;
+pub(crate) use evaluate::EvaluateConfig;
+pub(crate) use resolve::ParamFile;
 pub use sample::Sample;
+pub(crate) use sample::SampleConfig;
 pub use shell::Shell;
+pub(crate) use shell::ShellConfig;
 
 use medgen_lang::signature::{DeriveCx, InputView, Outputs};
 use medgen_lang::source::Span;
 use medgen_lang::value::Value;
 
 use crate::pitfalls::Pitfall;
+use crate::train::optim::AdamWConfig;
+use crate::train::trainer::TrainConfig;
 use crate::vocab::strings;
+use resolve::{param, Resolved};
 
 /// A dataset input as stages read it from its outputs.
 pub(crate) struct DatasetView {
@@ -168,4 +180,22 @@ pub(crate) fn too_small(axes: &[(&'static str, i64)], window: i64, what: &str, f
 pub(crate) fn with_metrics(mut o: Outputs, metrics: &[&str]) -> Outputs {
     o.metrics = metrics.iter().map(|m| m.to_string()).collect();
     o
+}
+
+/// The training parameters every training stage has (`vocab::training_params`), resolved.
+pub(crate) fn train_config(cx: &DeriveCx<'_>) -> Resolved<TrainConfig> {
+    let [beta1, beta2] = param::<Vec<f64>>(cx, "betas")?[..] else {
+        return Err("`betas` must hold two numbers".into());
+    };
+    Ok(TrainConfig {
+        epochs: param(cx, "epochs")?,
+        lr: param(cx, "lr")?,
+        warmup_epochs: param(cx, "warmup")?,
+        grad_clip: param(cx, "grad_clip")?,
+        ema: param(cx, "ema")?,
+        adamw: AdamWConfig { beta1, beta2, eps: AdamWConfig::default().eps, weight_decay: param(cx, "weight_decay")? },
+        val_every: param(cx, "val_every")?,
+        seed: param(cx, "seed")?,
+        spike_guard: param(cx, "spike_guard")?,
+    })
 }

@@ -8,10 +8,42 @@ use medgen_lang::signature::{
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::solver::Solver;
 use crate::pitfalls::Pitfall;
 use crate::vocab::{self, solver, SEG};
 
+use super::resolve::{arg, param, to_json, Resolved};
 use super::{derive_seed, shape_field, split_name, DatasetView};
+
+/// What a `sample` instance draws; the denoiser, the decoder and the conditions are its typed
+/// inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SampleConfig {
+    pub count: usize,
+    pub solver: Solver,
+    /// Classifier-free guidance scale; 1: none.
+    pub guidance: f64,
+    /// Slices a 2D denoiser solves at once.
+    pub batch: usize,
+    pub previews: bool,
+    pub seed: u64,
+}
+
+/// The solver a `solver = euler(...)`, `dopri5(...)`... value states.
+fn solver_config(v: &Value) -> Resolved<Solver> {
+    Ok(match v.variant() {
+        Some("euler") => Solver::Euler { steps: arg(v, "steps")? },
+        Some("midpoint") => Solver::Midpoint { steps: arg(v, "steps")? },
+        Some("heun") => Solver::Heun { steps: arg(v, "steps")? },
+        Some("rk4") => Solver::Rk4 { steps: arg(v, "steps")? },
+        Some("bosh3") => Solver::Bosh3 { rtol: arg(v, "rtol")?, atol: arg(v, "atol")? },
+        Some("dopri5") => Solver::Dopri5 { rtol: arg(v, "rtol")?, atol: arg(v, "atol")? },
+        other => return Err(format!("no solver runs {other:?}")),
+    })
+}
 
 pub struct Sample {
     sig: Signature,
@@ -159,6 +191,17 @@ impl StageKind for Sample {
         let paired = den.get_value("paired").and_then(Value::as_bool) == Some(true);
         o.metrics = metric_names(&images, paired);
         o
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        to_json(&SampleConfig {
+            count: param(cx, "count")?,
+            solver: solver_config(&param(cx, "solver")?)?,
+            guidance: param(cx, "guidance")?,
+            batch: param(cx, "batch")?,
+            previews: param(cx, "previews")?,
+            seed: param(cx, "seed")?,
+        })
     }
 }
 

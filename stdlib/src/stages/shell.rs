@@ -9,7 +9,49 @@ use medgen_lang::signature::{
 use medgen_lang::syntax::ast::DeclKeyword;
 use medgen_lang::value::Value;
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::vocab::strings;
+
+use super::resolve::{param, to_json, ParamFile, Resolved};
+
+/// What a `shell` instance runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShellConfig {
+    /// The command line with its placeholders, as written.
+    pub command: String,
+    /// `{in.X}` files by name.
+    pub inputs: BTreeMap<String, ParamFile>,
+    /// `{params.X}` values by name: booleans, numbers and strings.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Every file the command must write: the declared outputs, and `metrics` when metrics are
+    /// declared.
+    pub outputs: Vec<String>,
+    /// Metric names the command writes to `{out.metrics}`.
+    pub metrics: Vec<String>,
+}
+
+/// The declared outputs, with `metrics` added when metrics are declared.
+fn declared_outputs(mut outputs: Vec<String>, metrics: &[String]) -> Vec<String> {
+    if !metrics.is_empty() && !outputs.iter().any(|o| o == "metrics") {
+        outputs.push("metrics".into());
+    }
+    outputs
+}
+
+/// A `{params.X}` value as JSON: integers stay integers, so the command sees what was written.
+fn scalar(v: &Value) -> Resolved<serde_json::Value> {
+    Ok(match v {
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(x) => serde_json::Value::from(*x),
+        Value::Str(s) | Value::Enum(s) => serde_json::Value::String(s.clone()),
+        other => return Err(format!("`params` holds {other}, not a boolean, number or string")),
+    })
+}
 
 pub struct Shell {
     sig: Signature,
@@ -72,8 +114,7 @@ impl StageKind for Shell {
         };
         let inputs = keys(cx.value("inputs"));
         let params = keys(cx.value("params"));
-        let outputs =
-            crate::run::declared_outputs(&cx.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect());
+        let outputs = declared_outputs(strings(cx.value("outputs")), &strings(cx.value("metrics")));
         let span = cx.span_of("command");
         for (start, end, scope, name) in medgen_lang::check::placeholders(&command) {
             let span = medgen_lang::check::placeholder_span(span, &command, start, end);
@@ -94,5 +135,22 @@ impl StageKind for Shell {
         }
         o.metrics = strings(cx.value("metrics"));
         o
+    }
+
+    fn resolve(&self, cx: &DeriveCx<'_>, _: &Outputs) -> Resolved<serde_json::Value> {
+        let record = |name: &str| -> Resolved<BTreeMap<String, Value>> {
+            match param::<Value>(cx, name)? {
+                Value::Record(fields) => Ok(fields),
+                other => Err(format!("`{name}` is {other}, expected a record")),
+            }
+        };
+        let metrics: Vec<String> = param(cx, "metrics")?;
+        to_json(&ShellConfig {
+            command: param(cx, "command")?,
+            inputs: record("inputs")?.into_keys().map(|k| (k.clone(), ParamFile::at(format!("inputs.{k}")))).collect(),
+            params: record("params")?.iter().map(|(k, v)| Ok((k.clone(), scalar(v)?))).collect::<Resolved<_>>()?,
+            outputs: declared_outputs(param(cx, "outputs")?, &metrics),
+            metrics,
+        })
     }
 }

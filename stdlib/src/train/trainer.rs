@@ -123,7 +123,8 @@ pub trait Objective {
     }
 }
 
-/// The training parameters every training stage has (`vocab::training_params`).
+/// The training parameters every training stage has (`vocab::training_params`), as
+/// `stages::train_config` resolves them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: u64,
@@ -136,34 +137,6 @@ pub struct TrainConfig {
     pub seed: u64,
     /// A gradient norm this many times the recent median is a spike; `None`: not judged.
     pub spike_guard: Option<f64>,
-}
-
-impl TrainConfig {
-    /// Read from a stage's resolved parameters.
-    pub fn from_params(p: &BTreeMap<String, medgen_lang::value::Value>) -> TrainConfig {
-        use medgen_lang::value::Value;
-        let int = |k: &str, d: i64| p.get(k).and_then(Value::as_i64).unwrap_or(d).max(0) as u64;
-        let float = |k: &str| p.get(k).and_then(Value::as_f64);
-        let betas: Vec<f64> =
-            p.get("betas").map(|b| b.as_list().iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
-        let defaults = AdamWConfig::default();
-        TrainConfig {
-            epochs: int("epochs", 1).max(1),
-            lr: float("lr").unwrap_or(1e-4),
-            warmup_epochs: int("warmup", 0),
-            grad_clip: float("grad_clip"),
-            ema: float("ema"),
-            adamw: AdamWConfig {
-                beta1: betas.first().copied().unwrap_or(defaults.beta1),
-                beta2: betas.get(1).copied().unwrap_or(defaults.beta2),
-                eps: defaults.eps,
-                weight_decay: float("weight_decay").unwrap_or(0.0),
-            },
-            val_every: int("val_every", 1).max(1),
-            seed: int("seed", 0),
-            spike_guard: float("spike_guard"),
-        }
-    }
 }
 
 /// One epoch's line of the loss log.
