@@ -16,6 +16,7 @@
 //! | `vae_unet_dual` | KL-VAE + UNet | 2 | latent | dual | rflow | dopri5 | EMA |
 //! | `vqvae_dit_bravo` | VQ-VAE + DiT | 2 | latent | bravo | ddpm | heun | |
 //! | `vae3d_unet_bravo` | KL-VAE + UNet | 3 | latent | bravo | rflow | midpoint | |
+//! | `vqvae3d_sit_bravo` | VQ-VAE (EMA codebook) + SiT | 3 | latent | bravo | rflow (uniform, discrete) | euler | EMA |
 
 use std::path::{Path, PathBuf};
 
@@ -285,4 +286,31 @@ stage ldm = diffuse(latents) {{
         scores("psnr_bravo")
     );
     run("vae3d_unet_bravo", "bravo, seg", &stages, &["bravo"], true);
+}
+
+#[test]
+fn vq_vae_3d_latent_sit_bravo_discrete_rflow_euler() {
+    let stages = format!(
+        "stage vae = compress(brain) {{
+  model             = vqvae(dims: 3, channels: [8, 16], latent_channels: 2, codebook: 16, ema_decay: 0.9)
+  perceptual_weight = 0
+  epochs            = 1
+  batch             = 2
+}}
+stage latents = encode(vae, brain)
+stage ldm = diffuse(latents) {{
+  mode      = bravo
+  strategy  = rflow(sampling: uniform, continuous: false, timesteps: 50)
+  model     = sit(dims: 3, size: S, patch: 2)
+  ema       = 0.9
+  epochs    = 1
+  batch     = 2
+  warmup    = 1
+  grad_clip = 1.0
+}}
+{}{}",
+        samplers("ldm", ", decoder: vae", "euler(steps: 2)", true),
+        scores("psnr_bravo")
+    );
+    run("vqvae3d_sit_bravo", "bravo, seg", &stages, &["bravo"], true);
 }
