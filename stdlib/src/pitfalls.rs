@@ -49,7 +49,7 @@ codes! {
     NOT_YET = "E0123", Error, "a feature this version of medgen cannot run yet";
     SHAPE_MISMATCH = "E0124", Error, "volumes that must match in shape do not";
     WINDOW_TOO_LARGE = "E0125", Error, "images smaller than a metric's or loss's window";
-    AUGMENT_ON_LATENTS = "E0126", Error, "clean-image augmentation applied to latents";
+    AUGMENT_ON_LATENTS = "E0126", Error, "a pixel-space setting (`augment`, `rescale`) applied to latents";
     INTENSITY_AUGMENT_ON_MASKS = "E0127", Error, "intensity augmentation applied to segmentation masks";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
@@ -103,6 +103,7 @@ pub enum Pitfall {
     ReferenceShape { subject: Vec<i64>, reference: Vec<i64> },
     WindowTooLarge { what: String, window: i64, axis: &'static str, size: i64, fix: String },
     AugmentOnLatents { augment: String },
+    RescaleOnLatents,
     DisjointPatients { metric: String, subject: String, reference: String },
     CompressorMetric { metric: String, masks: bool },
     IntensityAugmentOnMasks { augment: String },
@@ -244,6 +245,7 @@ impl fmt::Display for Pitfall {
             AugmentOnLatents { augment } => {
                 write!(f, "the image augmentation preset `{augment}` is applied to latents")
             }
+            RescaleOnLatents => write!(f, "`rescale` maps pixels to [-1, 1], and this denoiser trains on latents"),
             DisjointPatients { metric, subject, reference } => write!(
                 f,
                 "`{metric}` compares each volume with its own patient, but the evaluated volumes are of `{subject}` and \
@@ -307,7 +309,7 @@ impl DiagnosticKind for Pitfall {
             HeadsNotDividing { .. } => &SIZE_MISMATCH,
             ConditionsShape { .. } | ReferenceShape { .. } => &SHAPE_MISMATCH,
             WindowTooLarge { .. } => &WINDOW_TOO_LARGE,
-            AugmentOnLatents { .. } => &AUGMENT_ON_LATENTS,
+            AugmentOnLatents { .. } | RescaleOnLatents => &AUGMENT_ON_LATENTS,
             IntensityAugmentOnMasks { .. } => &INTENSITY_AUGMENT_ON_MASKS,
         }
     }
@@ -410,6 +412,9 @@ impl DiagnosticKind for Pitfall {
             WindowTooLarge { fix, .. } => fix.clone(),
             AugmentOnLatents { .. } => {
                 "set `augment = none`: flips and intensity changes of latents are not those of images".into()
+            }
+            RescaleOnLatents => {
+                "remove `rescale`: latents arrive scaled to unit variance by `encode`, and nothing rescales them".into()
             }
             DisjointPatients { subject, .. } => format!(
                 "evaluate against `reference: {subject}`, or generate for the reference's masks (`conditions:` the \

@@ -280,6 +280,10 @@ impl StageKind for Diffuse {
             let span = cx.span_of("augment");
             cx.error(Pitfall::AugmentOnLatents { augment }, span);
         }
+        if latent && cx.value("rescale").as_bool() == Some(true) {
+            let span = cx.span_of("rescale");
+            cx.error(Pitfall::RescaleOnLatents, span);
+        }
         if !latent && cx.value("augmented_diffusion").as_bool() == Some(true) {
             let span = cx.span_of("augmented_diffusion");
             cx.error(Pitfall::AugmentedDiffusionInPixelSpace, span);
