@@ -1,7 +1,8 @@
 //! The data path end to end: a `phantom` dataset written through `medgen run`, read back by
-//! the loader in every view and mode; the same files read as a `nifti` dataset; and the
-//! errors a hand-made folder with a truncated file, a missing modality and a shape mismatch
-//! must produce.
+//! the loader in every view and mode; the same files read as a `nifti` dataset, in another
+//! orientation and elsewhere in the world, whose volumes and samples keep their patient's place;
+//! and the errors a hand-made folder with a truncated file, a missing modality and a shape
+//! mismatch must produce.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,8 @@ use std::process::{Command, Output};
 use candle_core::Device;
 use medgen_stdlib::data::layout::{volume_path, DatasetMeta};
 use medgen_stdlib::data::loader::{Axis, Loader, Mode, View};
-use medgen_stdlib::data::volume::Spacing;
-use medgen_stdlib::io::nifti::{load_nifti, save_nifti};
+use medgen_stdlib::data::volume::{Origin, Spacing};
+use medgen_stdlib::io::nifti::{load_nifti, load_nifti_ras, save_nifti};
 use medgen_stdlib::split::Split;
 
 struct Project {
@@ -219,8 +220,9 @@ fn nifti_patients_of_another_spacing_or_shape_are_refused_by_name_not_relabelled
 
 /// Rewrites `path` (a `.nii.gz`) as a `.nii` beside it holding the same anatomy in another voxel
 /// order: x and y reversed, with an sform whose x and y columns point to L and P (DICOM's LPS),
-/// or, with `oblique`, an sform rotated by 10° about z.
-fn rewrite_oriented(path: &Path, oblique: bool) {
+/// or, with `oblique`, an sform rotated by 10° about z; its voxel (0, 0, 0) at `translation`
+/// (x, y, z, mm).
+fn rewrite_oriented(path: &Path, oblique: bool, translation: [f32; 3]) {
     use std::io::{Seek, SeekFrom, Write};
     let mut volume = load_nifti(path).expect("a phantom volume");
     let [depth, height, width] = volume.shape;
@@ -240,13 +242,14 @@ fn rewrite_oriented(path: &Path, oblique: bool) {
     save_nifti(&plain, &volume).expect("write the .nii");
     let (s, c) = 10f32.to_radians().sin_cos();
     let [sd, sh, sw] = volume.spacing.dhw().map(|v| v as f32);
+    let [tx, ty, tz] = translation;
     let (row_x, row_y) = if oblique {
-        ([c * sw, -s * sh, 0.0, 0.0], [s * sw, c * sh, 0.0, 0.0])
+        ([c * sw, -s * sh, 0.0, tx], [s * sw, c * sh, 0.0, ty])
     } else {
-        ([-sw, 0.0, 0.0, 0.0], [0.0, -sh, 0.0, 0.0])
+        ([-sw, 0.0, 0.0, tx], [0.0, -sh, 0.0, ty])
     };
     let mut file = std::fs::OpenOptions::new().write(true).open(&plain).expect("open the .nii");
-    for (offset, row) in [(280u64, row_x), (296, row_y), (312, [0.0, 0.0, sd, 0.0])] {
+    for (offset, row) in [(280u64, row_x), (296, row_y), (312, [0.0, 0.0, sd, tz])] {
         file.seek(SeekFrom::Start(offset)).expect("seek");
         let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
         file.write_all(&bytes).expect("patch the sform");
@@ -267,7 +270,7 @@ fn nifti_volumes_are_brought_to_one_orientation_and_oblique_ones_are_refused() {
     read("as_is");
     let lps = read("lps");
     for m in &meta.modalities {
-        rewrite_oriented(&volume_path(&lps, &id, m), false);
+        rewrite_oriented(&volume_path(&lps, &id, m), false, [0.0; 3]);
     }
     let pipeline = |folder: &str| {
         format!("pipeline data\n\ndataset mets = nifti {{\n  dir        = \"{folder}\"\n  modalities = [t1_pre, t1_gd, seg]\n}}\n")
@@ -281,12 +284,71 @@ fn nifti_volumes_are_brought_to_one_orientation_and_oblique_ones_are_refused() {
     }
 
     let oblique = read("oblique");
-    rewrite_oriented(&volume_path(&oblique, &id, "t1_gd"), true);
+    rewrite_oriented(&volume_path(&oblique, &id, "t1_gd"), true, [0.0; 3]);
     std::fs::write(p.dir.join("p.mg"), pipeline("oblique")).expect("write");
     let o = p.medgen(&["run", "p.mg"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains(&format!("{id}/t1_gd.nii: oblique voxel grid")), "the oblique file is named: {err}");
+}
+
+#[test]
+fn nifti_volumes_and_the_samples_conditioned_on_them_keep_their_patients_place_in_the_world() {
+    let p = Project::new("origin");
+    let phantom = p.run(PHANTOM, "brain");
+    let meta = DatasetMeta::read(&phantom).expect("meta");
+    let [_, sh, sw] = meta.spacing;
+    let user = p.dir.join("mets");
+    copy_volumes(&phantom, &user, &meta);
+    // Patient i in LPS order, its voxel (0, 0, 0) at (10 + i, -20 - 2i, 30 + 0.5i) mm.
+    let translation = |i: usize| [10.0 + i as f32, -20.0 - 2.0 * i as f32, 30.0 + 0.5 * i as f32];
+    for (i, patient) in meta.patients.iter().enumerate() {
+        for m in ["t1_pre", "t1_gd", "seg"] {
+            rewrite_oriented(&volume_path(&user, &patient.id, m), false, translation(i));
+        }
+    }
+    let pipeline = "pipeline origin\n\ndataset mets = nifti {\n  dir        = \"mets\"\n  modalities = [t1_pre, t1_gd, seg]\n  shape      = [8, 12, 20]\n}\nstage ldm = diffuse(mets) {\n  mode   = dual\n  model  = unet(dims: 2, channels: [8, 16], attention: [false, false], res_blocks: 1)\n  epochs = 1\n  batch  = 8\n}\nstage gen = sample(ldm, conditions: mets.test) {\n  count  = 2\n  solver = euler(steps: 2)\n}\n";
+    let dataset = p.run(pipeline, "mets");
+    let written = DatasetMeta::read(&dataset).expect("meta");
+    for (i, patient) in written.patients.iter().enumerate() {
+        // RAS voxel 0 was the LPS file's last voxel in x and y, 15 voxels towards L and P of its
+        // first; cropping height 16 -> 12 moves it 2 voxels towards A, padding width 16 -> 20 2
+        // towards L.
+        let [tx, ty, tz] = translation(i).map(f64::from);
+        let expected = Origin { x: tx - 15.0 * sw - 2.0 * sw, y: ty - 15.0 * sh + 2.0 * sh, z: tz };
+        assert_eq!(patient.origin, expected, "{}: dataset.json", patient.id);
+        for m in ["t1_pre", "t1_gd", "seg"] {
+            let (_, origin) = load_nifti_ras(&volume_path(&dataset, &patient.id, m)).expect("a written volume");
+            assert_eq!(origin, expected, "{}/{m}: the written affine", patient.id);
+        }
+    }
+
+    let samples = p.run(pipeline, "gen");
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(samples.join("samples.json")).expect("samples.json")).expect("JSON");
+    let records = records.as_array().expect("a list of samples");
+    assert_eq!(records.len(), 2);
+    for record in records {
+        let (name, condition) = (record["name"].as_str().expect("name"), record["condition"].as_str().expect("id"));
+        let patient = written.patients.iter().find(|p| p.id == condition).expect("a conditioning patient");
+        assert_ne!(patient.origin, Origin::ZERO);
+        for m in ["t1_pre", "t1_gd", "seg"] {
+            let (_, origin) = load_nifti_ras(&volume_path(&samples, name, m)).expect("a sample volume");
+            assert_eq!(origin, patient.origin, "{name}/{m}: at patient {condition}'s origin");
+        }
+    }
+
+    // One modality of a patient left where the phantom put it, away from the others: refused by name.
+    let moved = &meta.patients[3].id;
+    let gd = volume_path(&user, moved, "t1_gd");
+    std::fs::remove_file(gd.with_extension("")).expect("remove the rewritten .nii");
+    std::fs::copy(volume_path(&phantom, moved, "t1_gd"), &gd).expect("copy");
+    std::fs::write(p.dir.join("p.mg"), pipeline).expect("write");
+    let o = p.medgen(&["run", "p.mg"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("1 problem in"), "{err}");
+    assert!(err.contains(&format!("{moved}/t1_gd.nii.gz: voxel (0, 0, 0) lies at")), "the file is named: {err}");
 }
 
 /// Copies a dataset directory's volumes into a user folder in the same layout.

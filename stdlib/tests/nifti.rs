@@ -1,5 +1,6 @@
 //! NIfTI input and output (`medgen_stdlib::io::nifti`): reading files written by nibabel, the
-//! memory-order mapping, bit-exact round trips, atomic writes, every error case, intensity
+//! memory-order mapping, bit-exact round trips, the world position of voxels through
+//! reorientation, cropping, padding and writing, atomic writes, every error case, intensity
 //! normalisation against numpy, and ground-truth binarisation.
 //!
 //! The reference files in `tests/data/` and the constants at the end of this file were made by
@@ -18,10 +19,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use medgen_stdlib::data::volume::{Spacing, Volume};
+use medgen_stdlib::data::volume::{Origin, Shape, Spacing, Volume};
 use medgen_stdlib::io::nifti::{
-    affine_to_spacing, binarize_gt, load_nifti, normalize_intensity, percentile, save_nifti, spacing_to_affine,
-    NiftiError, NiftiErrorKind, BINARY_THRESHOLD_GT, INTENSITY_PERCENTILES,
+    affine_to_spacing, binarize_gt, load_nifti, load_nifti_ras, normalize_intensity, percentile, save_nifti,
+    save_nifti_at, spacing_to_affine, NiftiError, NiftiErrorKind, BINARY_THRESHOLD_GT, INTENSITY_PERCENTILES,
 };
 
 /// The references' shape in nibabel's (x, y, z) = (width, height, depth).
@@ -325,6 +326,23 @@ fn saved_header_is_float32_with_one_diagonal_affine_in_mm() {
 }
 
 #[test]
+fn saved_header_carries_the_origin_in_sform_and_qform() {
+    let dir = TempDir::new("origin");
+    let path = dir.join("v.nii");
+    let origin = Origin { x: -90.5, y: 126.25, z: -72.0 };
+    save_nifti_at(&path, &volume([4, 5, 6], aniso_exact(), 3), origin).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!((read_i16(&bytes, QFORM_CODE), read_i16(&bytes, SFORM_CODE)), (1, 1));
+    assert_eq!(read_f32s::<4>(&bytes, SROW_X), [0.75, 0.0, 0.0, -90.5]);
+    assert_eq!(read_f32s::<4>(&bytes, SROW_Y), [0.0, 0.9375, 0.0, 126.25]);
+    assert_eq!(read_f32s::<4>(&bytes, SROW_Z), [0.0, 0.0, 2.0, -72.0]);
+    assert_eq!(read_f32s::<6>(&bytes, QUATERN), [0.0, 0.0, 0.0, -90.5, 126.25, -72.0], "no rotation, the offset");
+    assert_eq!(read_f32s::<4>(&bytes, PIXDIM), [1.0, 0.75, 0.9375, 2.0]);
+    let (loaded, read_origin) = load_nifti_ras(&path).unwrap();
+    assert_eq!((loaded.shape, read_origin), ([4, 5, 6], origin));
+}
+
+#[test]
 fn save_leaves_only_the_target_and_keeps_dotted_names() {
     let dir = TempDir::new("atomic");
     save_nifti(&dir.join("scan.v2.nii"), &volume([4, 5, 6], aniso(), 4)).unwrap();
@@ -545,6 +563,9 @@ fn save_refuses_what_load_would_refuse() {
     let err = save_nifti(&dir.join("empty.nii"), &empty).unwrap_err();
     assert_error_names(&err, &dir.join("empty.nii"), "needs every axis in 1..=32767");
 
+    let err = save_nifti_at(&dir.join("far.nii"), &good, Origin { x: 0.0, y: f64::NAN, z: 1e300 }).unwrap_err();
+    assert_error_names(&err, &dir.join("far.nii"), "origin [0.0, NaN, 1e300] mm (x, y, z) must be finite");
+
     let flat = Volume { spacing: Spacing::new(2.0, 0.0, 0.8), ..good };
     let err = save_nifti(&dir.join("flat.nii"), &flat).unwrap_err();
     assert_error_names(&err, &dir.join("flat.nii"), "spacing [2.0, 0.0, 0.8] (depth, height, width) must be finite");
@@ -565,6 +586,26 @@ fn spatial_units_are_converted_to_mm() {
     }
     patch(&path, XYZT_UNITS, &[5]);
     load_err(&path, "unknown spatial unit code 5");
+}
+
+#[test]
+fn the_origin_is_read_in_mm_like_the_spacing_and_must_be_finite() {
+    let dir = TempDir::new("origin-units");
+    let path = dir.join("v.nii");
+    save_nifti_at(&path, &volume([4, 5, 6], aniso(), 1), Origin { x: 0.5, y: -0.25, z: 2.0 }).unwrap();
+    patch(&path, XYZT_UNITS, &[1]);
+    assert_eq!(load_nifti_ras(&path).unwrap().1, Origin { x: 500.0, y: -250.0, z: 2000.0 }, "metres");
+    patch(&path, XYZT_UNITS, &[2]);
+    // Without an sform the qform's offset is the origin.
+    patch_i16s(&path, SFORM_CODE, &[0]);
+    patch_f32s(&path, QUATERN + 12, &[7.0, 8.0, 9.0]);
+    assert_eq!(load_nifti_ras(&path).unwrap().1, Origin { x: 7.0, y: 8.0, z: 9.0 });
+    patch_f32s(&path, QUATERN + 16, &[f32::INFINITY]);
+    let err = load_nifti_ras(&path).unwrap_err();
+    assert_error_names(&err, &path, "the affine's translation [7.0, inf, 9.0] is not finite");
+    // Neither transform: NIfTI's method 1, at the origin.
+    patch_i16s(&path, QFORM_CODE, &[0]);
+    assert_eq!(load_nifti_ras(&path).unwrap().1, Origin::ZERO);
 }
 
 #[test]
@@ -611,8 +652,12 @@ fn extensions_before_the_voxels_are_skipped() {
 #[test]
 fn spacing_to_affine_puts_width_on_x_and_depth_on_z() {
     assert_eq!(
-        spacing_to_affine(Spacing::new(2.0, 0.9375, 0.8)),
+        spacing_to_affine(Spacing::new(2.0, 0.9375, 0.8), Origin::ZERO),
         [[0.8, 0.0, 0.0, 0.0], [0.0, 0.9375, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    );
+    assert_eq!(
+        spacing_to_affine(Spacing::new(2.0, 0.9375, 0.8), Origin { x: 1.5, y: -2.0, z: 30.0 }),
+        [[0.8, 0.0, 0.0, 1.5], [0.0, 0.9375, 0.0, -2.0], [0.0, 0.0, 2.0, 30.0], [0.0, 0.0, 0.0, 1.0]]
     );
 }
 
@@ -625,7 +670,10 @@ fn affine_to_spacing_inverts_spacing_to_affine() {
         Spacing::new(5.0, 0.3, 0.7),
         Spacing::new(1e-120, 1e-120, 1e-120),
     ] {
-        assert_eq!(affine_to_spacing(&spacing_to_affine(spacing)).unwrap(), spacing);
+        assert_eq!(
+            affine_to_spacing(&spacing_to_affine(spacing, Origin { x: 3.0, y: -4.0, z: 5.0 })).unwrap(),
+            spacing
+        );
     }
 }
 
@@ -646,12 +694,12 @@ fn affine_to_spacing_reads_column_norms_of_rotated_and_flipped_affines() {
 
 #[test]
 fn affine_to_spacing_rejects_degenerate_affines() {
-    let mut zero_column = spacing_to_affine(aniso());
+    let mut zero_column = spacing_to_affine(aniso(), Origin::ZERO);
     zero_column[1][1] = 0.0;
-    let mut parallel = spacing_to_affine(aniso());
+    let mut parallel = spacing_to_affine(aniso(), Origin::ZERO);
     parallel[0][2] = 1.0;
     parallel[2][2] = 0.0;
-    let mut nan = spacing_to_affine(aniso());
+    let mut nan = spacing_to_affine(aniso(), Origin::ZERO);
     nan[2][0] = f64::NAN;
     for (affine, reason) in [
         (zero_column, "an axis has zero length"),
@@ -661,6 +709,89 @@ fn affine_to_spacing_rejects_degenerate_affines() {
         match affine_to_spacing(&affine) {
             Err(NiftiErrorKind::DegenerateAffine { reason: got, .. }) => assert_eq!(got, reason),
             other => panic!("{affine:?}: {other:?}"),
+        }
+    }
+}
+
+// ---- World position ----------------------------------------------------------------------------
+
+/// The oriented file of the world-position tests: shape (x, y, z) = (6, 5, 4), voxel x running
+/// towards P by 0.75 mm, y towards S by 0.9375 mm, z towards L by 2 mm, voxel (0, 0, 0) at
+/// (12.5, -30.25, 47) mm: the rows of its affine.
+const ORIENTED_AFFINE: [[f32; 4]; 3] = [[0.0, 0.0, -2.0, 12.5], [-0.75, 0.0, 0.0, -30.25], [0.0, 0.9375, 0.0, 47.0]];
+/// The same affine as a qform: the rotation's quaternion (b, c, d), with a = 0.5 and qfac 1, and
+/// the offset.
+const ORIENTED_QFORM: [f32; 6] = [0.5, -0.5, -0.5, 12.5, -30.25, 47.0];
+/// The marked voxel, at NIfTI index (x, y, z) = (4, 1, 2) of the oriented file.
+const MARKED_XYZ: [usize; 3] = [4, 1, 2];
+/// Its world position, by hand: x = -2 · 2 + 12.5, y = -0.75 · 4 - 30.25, z = 0.9375 · 1 + 47.
+const MARKED_WORLD: [f64; 3] = [8.5, -33.25, 47.9375];
+const MARK: f32 = 1000.0;
+
+/// `affine · (x, y, z, 1)` for the three rows of an affine.
+fn world(rows: [[f32; 4]; 3], xyz: [usize; 3]) -> [f64; 3] {
+    rows.map(|row| (0..3).map(|i| f64::from(row[i]) * xyz[i] as f64).sum::<f64>() + f64::from(row[3]))
+}
+
+/// Writes the oriented file with the marked voxel, its affine in the sform or (with `qform`) in
+/// the qform alone.
+fn write_oriented(path: &Path, qform: bool) {
+    let mut v = Volume::zeros([4, 5, 6], aniso_exact());
+    let [x, y, z] = MARKED_XYZ;
+    v.set(z, y, x, MARK);
+    save_nifti(path, &v).unwrap();
+    if qform {
+        patch_i16s(path, SFORM_CODE, &[0]);
+        patch_f32s(path, QUATERN, &ORIENTED_QFORM);
+    } else {
+        for (offset, row) in [SROW_X, SROW_Y, SROW_Z].into_iter().zip(ORIENTED_AFFINE) {
+            patch_f32s(path, offset, &row);
+        }
+    }
+}
+
+/// The affine rows of a file medgen wrote, after checking that its sform and qform are the same
+/// diagonal affine.
+fn written_affine(path: &Path) -> [[f32; 4]; 3] {
+    let bytes = fs::read(path).unwrap();
+    let rows = [SROW_X, SROW_Y, SROW_Z].map(|offset| read_f32s::<4>(&bytes, offset));
+    assert_eq!((read_i16(&bytes, QFORM_CODE), read_i16(&bytes, SFORM_CODE)), (1, 1));
+    let [b, c, d, qx, qy, qz] = read_f32s::<6>(&bytes, QUATERN);
+    let pixdim = read_f32s::<4>(&bytes, PIXDIM);
+    assert_eq!([b, c, d, pixdim[0]], [0.0, 0.0, 0.0, 1.0], "qform: no rotation, qfac 1");
+    for (i, row) in rows.iter().enumerate() {
+        assert!((0..3).filter(|&j| j != i).all(|j| row[j] == 0.0), "sform row {i}: {row:?}");
+        assert_eq!(row[i], pixdim[i + 1], "sform row {i} and pixdim");
+        assert_eq!(row[3], [qx, qy, qz][i], "sform row {i} and qoffset");
+    }
+    rows
+}
+
+#[test]
+fn a_voxel_keeps_its_world_position_through_reorientation_crop_pad_and_save() {
+    let dir = TempDir::new("world");
+    assert_eq!(world(ORIENTED_AFFINE, MARKED_XYZ), MARKED_WORLD);
+    for qform in [false, true] {
+        let input = dir.join(if qform { "qform.nii" } else { "sform.nii" });
+        write_oriented(&input, qform);
+        let (ras, origin) = load_nifti_ras(&input).unwrap();
+        // RAS: width from file z (4, 2 mm), height from file x (6, 0.75 mm), depth from file y.
+        assert_eq!(ras.shape, [5, 6, 4], "qform {qform}");
+        assert_eq!(ras.spacing.dhw(), [0.9375, 0.75, 2.0], "qform {qform}");
+        // RAS voxel (0, 0, 0) is file voxel (5, 0, 3): x = -2 · 3 + 12.5, y = -0.75 · 5 - 30.25.
+        assert_eq!(origin, Origin { x: 6.5, y: -34.0, z: 47.0 }, "qform {qform}");
+        let shapes: [(&str, Shape); 3] = [("crop", [3, 4, 2]), ("pad", [8, 9, 7]), ("mixed", [4, 10, 3])];
+        for (name, shape) in shapes {
+            let output = dir.join(&format!("{name}-{qform}.nii"));
+            let fitted = ras.fit_to(shape);
+            save_nifti_at(&output, &fitted, ras.fitted_origin(shape, origin)).unwrap();
+            let written = load_nifti(&output).unwrap();
+            let [d, h, w] = argmax_dhw(&written);
+            assert_eq!(written.get(d, h, w), MARK, "{name}, qform {qform}: the marked voxel is kept");
+            let found = world(written_affine(&output), [w, h, d]);
+            for (axis, (got, want)) in found.iter().zip(MARKED_WORLD).enumerate() {
+                assert!((got - want).abs() <= 1e-4, "{name}, qform {qform}, world axis {axis}: {found:?}");
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The on-disk layout of a dataset stage's output, which both dataset kinds write and every
 //! model stage reads: one folder per patient, one `.nii.gz` per modality, and `dataset.json`
-//! with the shape, spacing, modalities and each patient's split. A `phantom` writes it from the
-//! generator; a `nifti` stage writes it from the user's files after checking, cropping or
-//! padding, and normalising them — so after that point both are the same code.
+//! with the shape, spacing, modalities and each patient's split and origin. A `phantom` writes
+//! it from the generator; a `nifti` stage writes it from the user's files after checking,
+//! cropping or padding, and normalising them — so after that point both are the same code.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::volume::Origin;
 use crate::split::Split;
 
 /// The file that describes a dataset directory.
@@ -27,6 +28,11 @@ pub struct PatientMeta {
     pub id: String,
     pub split: Split,
     pub tumours: Vec<TumourMeta>,
+    /// Where the patient's volumes in this dataset have their voxel (0, 0, 0), in the world of
+    /// the files they were read from (RAS, mm); every volume's affine carries it, so they overlay
+    /// those files. Zero for the phantom, and for descriptions written before it was recorded.
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,9 +9,16 @@
 //!   order. The only code that knows NIfTI's axes are the other way round is
 //!   [`spacing_to_affine`] and [`affine_to_spacing`]; the reader and the writer go through them,
 //!   so an anisotropic in-plane spacing can never be silently transposed.
-//! - **One writer** (seed pitfall 81). [`save_nifti`] is the only function that writes a NIfTI
-//!   file: float32 data, a diagonal sform (code 1) with a matching qform (code 1, no rotation),
-//!   pixdim from the same affine, units mm. Callers never assemble headers themselves.
+//! - **One writer** (seed pitfall 81). [`save_nifti_at`] is the only function that writes a
+//!   NIfTI file: float32 data, a diagonal sform (code 1) whose translation is the volume's
+//!   [`Origin`] (the world position of voxel (0, 0, 0)), a qform (code 1, no rotation) with the
+//!   same diagonal and the same offset, pixdim from the same affine, units mm. [`save_nifti`] is
+//!   that writer at origin 0, for volumes that belong to no patient. Callers never assemble
+//!   headers themselves.
+//! - **The patient's place in the world survives**. [`load_nifti_ras`] returns the
+//!   world position of the RAS volume's voxel (0, 0, 0) with it, [`Volume::fitted_origin`]
+//!   follows a crop or pad, and [`save_nifti_at`] writes it: a volume medgen writes from a
+//!   patient's file overlays that file in a viewer.
 //! - **Atomic writes**. The file is written under a temporary name in the target directory,
 //!   flushed to disk, and renamed over the target, so a crash or a full disk leaves either the
 //!   old file or the complete new one, never a half-written volume that a later stage would read
@@ -39,7 +46,7 @@ use ::nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType, Unit, XForm
 use flate2::bufread::MultiGzDecoder;
 use ndarray::ArrayView3;
 
-use crate::data::volume::{Shape, Spacing, Volume};
+use crate::data::volume::{Origin, Shape, Spacing, Volume};
 
 /// Size of a NIfTI-1 header in bytes (`sizeof_hdr`).
 const HEADER_BYTES: u64 = 348;
@@ -116,6 +123,8 @@ pub enum NiftiErrorKind {
     ShapeTooLarge { shape: Shape },
     /// A spacing that is not finite and positive (writing only).
     InvalidSpacing { spacing: Spacing },
+    /// An origin that is not finite, even as the header's f32 (writing only).
+    InvalidOrigin { origin: Origin },
     /// The file (or its temporary) could not be written, synced or renamed.
     Unwritable(io::Error),
 }
@@ -160,6 +169,7 @@ impl fmt::Display for NiftiErrorKind {
             InvalidSpacing { spacing } => {
                 write!(f, "spacing {:?} (depth, height, width) must be finite and positive", spacing.dhw())
             }
+            InvalidOrigin { origin } => write!(f, "origin {:?} mm (x, y, z) must be finite", origin.xyz()),
             Unwritable(err) => write!(f, "cannot be written: {err}"),
         }
     }
@@ -180,14 +190,15 @@ impl std::error::Error for NiftiError {
     }
 }
 
-/// The NIfTI affine of a volume with this spacing: x = width, y = height, z = depth, a diagonal
-/// matrix with the origin at 0. Together with [`affine_to_spacing`], the only place where
-/// medgen's (depth, height, width) order meets NIfTI's (x, y, z) (seed pitfall 82).
-pub fn spacing_to_affine(spacing: Spacing) -> [[f64; 4]; 4] {
+/// The NIfTI affine of an RAS-ordered volume with this spacing whose voxel (0, 0, 0) lies at
+/// `origin`: x = width, y = height, z = depth on the diagonal, the origin as the translation.
+/// Together with [`affine_to_spacing`], the only place where medgen's (depth, height, width)
+/// order meets NIfTI's (x, y, z) (seed pitfall 82).
+pub fn spacing_to_affine(spacing: Spacing, origin: Origin) -> [[f64; 4]; 4] {
     [
-        [spacing.width, 0.0, 0.0, 0.0],
-        [0.0, spacing.height, 0.0, 0.0],
-        [0.0, 0.0, spacing.depth, 0.0],
+        [spacing.width, 0.0, 0.0, origin.x],
+        [0.0, spacing.height, 0.0, origin.y],
+        [0.0, 0.0, spacing.depth, origin.z],
         [0.0, 0.0, 0.0, 1.0],
     ]
 }
@@ -220,25 +231,37 @@ fn triple_product(u: [f64; 3], v: [f64; 3], w: [f64; 3]) -> f64 {
     u[0] * (v[1] * w[2] - v[2] * w[1]) - u[1] * (v[0] * w[2] - v[2] * w[0]) + u[2] * (v[0] * w[1] - v[1] * w[0])
 }
 
-/// Writes `volume` to `path` as a NIfTI-1 file, gzip-compressed when the name ends in `.nii.gz`
-/// and plain for `.nii`; the only NIfTI writer in medgen (seed pitfall 81).
+/// [`save_nifti_at`] at origin 0: for volumes that belong to no patient (the phantom, an
+/// unconditioned sample), or whose place in the world does not matter.
+pub fn save_nifti(path: &Path, volume: &Volume) -> Result<(), NiftiError> {
+    save_nifti_at(path, volume, Origin::ZERO)
+}
+
+/// Writes `volume`, in RAS voxel order with its voxel (0, 0, 0) at `origin`, to `path` as a
+/// NIfTI-1 file, gzip-compressed when the name ends in `.nii.gz` and plain for `.nii`; the only
+/// NIfTI writer in medgen (seed pitfall 81).
 ///
-/// The file holds float32 voxels, `dim` from the shape, sform and qform (both code 1, scanner
-/// anatomical) from [`spacing_to_affine`], pixdim from that affine's diagonal, units mm, and no
-/// intensity scaling. NIfTI stores spacing as f32, so a spacing comes back from
-/// [`load_nifti`] exactly when it is representable in f32, and otherwise as the nearest f32.
+/// The file holds float32 voxels, `dim` from the shape, an sform (code 1, scanner anatomical)
+/// from [`spacing_to_affine`], a qform (code 1) with no rotation and the same offset (so both
+/// give the same affine), pixdim from that affine's diagonal, units mm, and no intensity
+/// scaling. NIfTI stores spacing and origin as f32, so a spacing comes back from [`load_nifti`]
+/// exactly when it is representable in f32, and otherwise as the nearest f32; likewise the
+/// origin.
 ///
 /// The write is atomic: a temporary file in the same directory is written, synced to disk and
 /// renamed over `path`. Volumes with NaN or infinite voxels are refused, since [`load_nifti`]
-/// would refuse the file.
-pub fn save_nifti(path: &Path, volume: &Volume) -> Result<(), NiftiError> {
-    write_volume(path, volume).map_err(|kind| NiftiError { path: path.to_path_buf(), kind })
+/// would refuse the file, and so are non-finite origins.
+pub fn save_nifti_at(path: &Path, volume: &Volume, origin: Origin) -> Result<(), NiftiError> {
+    write_volume(path, volume, origin).map_err(|kind| NiftiError { path: path.to_path_buf(), kind })
 }
 
-fn write_volume(path: &Path, volume: &Volume) -> Result<(), NiftiErrorKind> {
+fn write_volume(path: &Path, volume: &Volume, origin: Origin) -> Result<(), NiftiErrorKind> {
     let extension = nifti_extension(path)?;
     check_writable(volume)?;
-    let header = header_for(volume.spacing);
+    if !origin.xyz().iter().all(|&v| (v as f32).is_finite()) {
+        return Err(NiftiErrorKind::InvalidOrigin { origin });
+    }
+    let header = header_for(volume.spacing, origin);
     let tmp = temp_path(path, extension);
     let result = write_synced(&tmp, volume, &header, extension)
         .and_then(|()| fs::rename(&tmp, path).map_err(NiftiErrorKind::Unwritable));
@@ -275,17 +298,21 @@ fn check_writable(volume: &Volume) -> Result<(), NiftiErrorKind> {
     check_finite(data)
 }
 
-/// The header [`save_nifti`] writes; `dim`, `datatype`, `bitpix`, `vox_offset`, the magic and
-/// the (identity) scaling are filled in by the `nifti` crate's writer.
-fn header_for(spacing: Spacing) -> NiftiHeader {
-    let affine = spacing_to_affine(spacing);
+/// The header [`save_nifti_at`] writes; `dim`, `datatype`, `bitpix`, `vox_offset`, the magic
+/// and the (identity) scaling are filled in by the `nifti` crate's writer.
+fn header_for(spacing: Spacing, origin: Origin) -> NiftiHeader {
+    let affine = spacing_to_affine(spacing, origin);
     let row = |i: usize| affine[i].map(|v| v as f32);
     let diagonal = |i: usize| affine[i][i] as f32;
+    let translation = |i: usize| affine[i][3] as f32;
     NiftiHeader {
         pixdim: [1.0, diagonal(0), diagonal(1), diagonal(2), 1.0, 1.0, 1.0, 1.0],
         xyzt_units: Unit::Mm as u8,
-        // qform: quaternion (0, 0, 0) and offset 0, i.e. no rotation; with qfac = pixdim[0] = 1
-        // it is the same diagonal affine as the sform.
+        // qform: quaternion (0, 0, 0), i.e. no rotation, and the sform's translation; with
+        // qfac = pixdim[0] = 1 it is the same affine as the sform.
+        quatern_x: translation(0),
+        quatern_y: translation(1),
+        quatern_z: translation(2),
         qform_code: XForm::ScannerAnat as i16,
         sform_code: XForm::ScannerAnat as i16,
         srow_x: row(0),
@@ -348,14 +375,19 @@ pub fn load_nifti(path: &Path) -> Result<Volume, NiftiError> {
 
 /// Reads `path` as [`load_nifti`] does and brings it to RAS (`io::orientation`): how a dataset
 /// reads files from elsewhere, whose voxel order may be any permutation and flip of medgen's.
-pub fn load_nifti_ras(path: &Path) -> Result<Volume, NiftiError> {
+///
+/// Also returns where the RAS volume's voxel (0, 0, 0) lies in the world, in mm: the affine's
+/// translation (sform when `sform_code > 0`, else the qform's offset, else 0, converted to mm
+/// like the spacing), moved to the voxel that reorientation makes the first.
+pub fn load_nifti_ras(path: &Path) -> Result<(Volume, Origin), NiftiError> {
     let error = |kind| NiftiError { path: path.to_path_buf(), kind };
-    let (volume, direction) = read_volume(path).map_err(error)?;
-    super::orientation::to_ras(volume, &direction).map_err(error)
+    let (volume, header) = read_volume(path).map_err(error)?;
+    let origin = header_origin(&header).map_err(error)?;
+    super::orientation::to_ras(volume, &header_direction(&header), origin).map_err(error)
 }
 
-/// The voxels in the file's order and the directions of its voxel axes.
-fn read_volume(path: &Path) -> Result<(Volume, super::orientation::Direction), NiftiErrorKind> {
+/// The voxels in the file's order, and the header they were read with.
+fn read_volume(path: &Path) -> Result<(Volume, NiftiHeader), NiftiErrorKind> {
     let mut reader = open_maybe_gz(path)?;
     let header = read_header(&mut reader)?;
     let [x, y, z] = spatial_dims(&header)?;
@@ -368,7 +400,24 @@ fn read_volume(path: &Path) -> Result<(Volume, super::orientation::Direction), N
     rescale(&mut data, header.scl_slope, header.scl_inter);
     let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
     check_finite(&data)?;
-    Ok((Volume { shape: [z, y, x], spacing, data }, header_direction(&header)))
+    Ok((Volume { shape: [z, y, x], spacing, data }, header))
+}
+
+/// The world position of the file's voxel (0, 0, 0) in mm: the sform's translation when
+/// `sform_code > 0`, else the qform's offset, else 0 (NIfTI's "method 1").
+fn header_origin(header: &NiftiHeader) -> Result<Origin, NiftiErrorKind> {
+    let offset = if header.sform_code > 0 {
+        [header.srow_x[3], header.srow_y[3], header.srow_z[3]]
+    } else if header.qform_code > 0 {
+        [header.quatern_x, header.quatern_y, header.quatern_z]
+    } else {
+        [0.0; 3]
+    };
+    if !offset.iter().all(|v| v.is_finite()) {
+        return Err(NiftiErrorKind::BadHeader(format!("the affine's translation {offset:?} is not finite")));
+    }
+    let mm = mm_per_unit(header)?;
+    Ok(Origin::from_xyz(offset.map(|v| f64::from(v) * mm)))
 }
 
 /// Directions of the voxel axes in world space: the sform's columns when `sform_code > 0`,

@@ -8,8 +8,13 @@
 //! Reorienting an axis-aligned grid only permutes and flips axes: no voxel is interpolated. An
 //! oblique grid (a voxel axis more than [`AXIS_TOLERANCE`] off every world axis) would need
 //! resampling, which medgen does not do: it is refused, and the message says so.
+//!
+//! The voxels stay where they were in the world: flipping an axis makes its last voxel the first,
+//! so [`to_ras`] moves the [`Origin`] (the world position of voxel (0, 0, 0)) to where that voxel
+//! lies; permuting axes only renames them. The RAS volume with its spacing and origin is the
+//! file's grid again, up to the header rounding [`AXIS_TOLERANCE`] allows.
 
-use crate::data::volume::{Spacing, Volume};
+use crate::data::volume::{Origin, Spacing, Volume};
 
 use super::nifti::NiftiErrorKind;
 
@@ -65,17 +70,26 @@ fn affine_of(direction: &Direction) -> [[f64; 4]; 4] {
     [row(0), row(1), row(2), [0.0, 0.0, 0.0, 1.0]]
 }
 
-/// `volume` (voxels in the file's order: depth = z, height = y, width = x) with its axes
-/// permuted and flipped so that x points to R, y to A and z to S; spacing follows its axes.
-pub fn to_ras(volume: Volume, direction: &Direction) -> Result<Volume, NiftiErrorKind> {
+/// `volume` (voxels in the file's order: depth = z, height = y, width = x, with voxel (0, 0, 0)
+/// at `origin`) with its axes permuted and flipped so that x points to R, y to A and z to S;
+/// spacing follows its axes, and the returned origin is where the new voxel (0, 0, 0) lies.
+pub fn to_ras(volume: Volume, direction: &Direction, origin: Origin) -> Result<(Volume, Origin), NiftiErrorKind> {
     let codes = axis_codes(direction)?;
     if codes.iter().enumerate().all(|(voxel, code)| code.world == voxel && !code.flipped) {
-        return Ok(volume);
+        return Ok((volume, origin));
     }
     let [depth, height, width] = volume.shape;
     let sizes = [width, height, depth];
     let strides = [1, width, width * height];
     let spacings = [volume.spacing.width, volume.spacing.height, volume.spacing.depth];
+    let mut ras_origin = origin.xyz();
+    for voxel in (0..3).filter(|&voxel| codes[voxel].flipped) {
+        // The flipped axis's last voxel becomes its first: (n - 1) voxel edges along the axis.
+        let column = [direction[0][voxel], direction[1][voxel], direction[2][voxel]];
+        let norm = column.iter().map(|c| c * c).sum::<f64>().sqrt();
+        let edge = sizes[voxel].saturating_sub(1) as f64 * spacings[voxel] / norm;
+        ras_origin.iter_mut().zip(column).for_each(|(o, c)| *o += edge * c);
+    }
     // For each world axis, the voxel axis that runs along it.
     let mut source = [0usize; 3];
     for (voxel, code) in codes.iter().enumerate() {
@@ -100,7 +114,8 @@ pub fn to_ras(volume: Volume, direction: &Direction) -> Result<Volume, NiftiErro
         }
     }
     let spacing = Spacing::from_dhw([spacings[source[2]], spacings[source[1]], spacings[source[0]]]);
-    Ok(Volume { shape: [out_sizes[2], out_sizes[1], out_sizes[0]], spacing, data })
+    let volume = Volume { shape: [out_sizes[2], out_sizes[1], out_sizes[0]], spacing, data };
+    Ok((volume, Origin::from_xyz(ras_origin)))
 }
 
 #[cfg(test)]
@@ -118,42 +133,57 @@ mod tests {
     }
 
     const IDENTITY: Direction = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    const ORIGIN: Origin = Origin { x: 10.0, y: 20.0, z: 30.0 };
 
     #[test]
     fn ras_is_left_as_it_is() {
-        assert_eq!(to_ras(numbered(), &IDENTITY).unwrap(), numbered());
+        assert_eq!(to_ras(numbered(), &IDENTITY, ORIGIN).unwrap(), (numbered(), ORIGIN));
     }
 
     #[test]
     fn lps_flips_x_and_y() {
         // x towards L, y towards P (DICOM's LPS): R and A run the other way.
         let lps = [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]];
-        let v = to_ras(numbered(), &lps).unwrap();
+        let (v, origin) = to_ras(numbered(), &lps, ORIGIN).unwrap();
         assert_eq!(v.shape, [2, 3, 4]);
         assert_eq!(at(&v, 0, 0, 0), 23.0, "R-most, A-most voxel of slice 0 was (y 2, x 3)");
         assert_eq!(at(&v, 1, 2, 3), 100.0);
         assert_eq!(v.spacing, numbered().spacing);
+        // File voxel (x 3, y 2, z 0) lies 3 × 1 mm towards L and 2 × 2 mm towards P of the origin.
+        assert_eq!(origin, Origin { x: 7.0, y: 16.0, z: 30.0 });
     }
 
     #[test]
     fn permuted_axes_move_with_their_spacing() {
         // Voxel x runs along S, y along R, z along A (a sagittal stack).
         let permuted = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]];
-        let v = to_ras(numbered(), &permuted).unwrap();
+        let (v, origin) = to_ras(numbered(), &permuted, ORIGIN).unwrap();
         assert_eq!(v.shape, [4, 2, 3], "depth = file x (4), height = file z (2), width = file y (3)");
         assert_eq!(v.spacing.dhw(), [1.0, 3.0, 2.0]);
         // RAS voxel (x = 2, y = 1, z = 3) is file (x = 3, y = 2, z = 1).
         assert_eq!(at(&v, 3, 1, 2), 123.0);
+        assert_eq!(origin, ORIGIN, "nothing is flipped");
+    }
+
+    #[test]
+    fn a_flipped_permuted_axis_moves_the_origin_along_its_world_axis() {
+        // Voxel x runs towards P, y towards S, z towards L; columns as long as the spacing.
+        let psl = [[0.0, 0.0, -3.0], [-1.0, 0.0, 0.0], [0.0, 2.0, 0.0]];
+        let (v, origin) = to_ras(numbered(), &psl, ORIGIN).unwrap();
+        assert_eq!(v.shape, [3, 4, 2], "depth = file y (3), height = file x (4), width = file z (2)");
+        // The new voxel 0 is file (x 3, y 0, z 1): 3 voxels of 1 mm towards P, 1 of 3 mm towards L.
+        assert_eq!(at(&v, 0, 0, 0), 103.0);
+        assert_eq!(origin, Origin { x: 10.0 - 3.0, y: 20.0 - 3.0, z: 30.0 });
     }
 
     #[test]
     fn oblique_and_repeated_axes_are_refused() {
         let (s, c) = 10f64.to_radians().sin_cos();
         let oblique = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
-        assert!(matches!(to_ras(numbered(), &oblique), Err(NiftiErrorKind::Oblique { .. })));
+        assert!(matches!(to_ras(numbered(), &oblique, ORIGIN), Err(NiftiErrorKind::Oblique { .. })));
         let repeated = [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]];
-        assert!(matches!(to_ras(numbered(), &repeated), Err(NiftiErrorKind::DegenerateAffine { .. })));
+        assert!(matches!(to_ras(numbered(), &repeated, ORIGIN), Err(NiftiErrorKind::DegenerateAffine { .. })));
         let within_tolerance = [[1.0, -1e-4, 0.0], [1e-4, 1.0, 0.0], [0.0, 0.0, 1.0]];
-        assert_eq!(to_ras(numbered(), &within_tolerance).unwrap(), numbered());
+        assert_eq!(to_ras(numbered(), &within_tolerance, ORIGIN).unwrap(), (numbered(), ORIGIN));
     }
 }

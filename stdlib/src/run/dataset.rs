@@ -2,8 +2,10 @@
 //! generating each patient; `nifti` by reading the user's folder, checking everything before
 //! writing anything (every missing modality, unreadable or truncated file, NaN voxel and shape
 //! mismatch is reported at once, each naming its file), then cropping or padding to the
-//! pipeline's shape, normalising intensities and binarising masks. Patients are processed one
-//! at a time, so memory holds one patient's volumes, not the cohort's.
+//! pipeline's shape, normalising intensities and binarising masks. Every volume is written at its
+//! patient's origin (where the files put the RAS voxel (0, 0, 0), moved by the crop or pad), so
+//! it overlays the patient's files in a viewer; the phantom's are at origin 0. Patients are
+//! processed one at a time, so memory holds one patient's volumes, not the cohort's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,8 @@ use super::Run;
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta, TumourMeta};
 use crate::data::phantom::{generate, patient_id, PhantomConfig, SizeBin};
 use crate::data::tumours::diameters;
-use crate::data::volume::{Shape, Spacing, Volume};
-use crate::io::nifti::{binarize_gt, load_nifti_ras, normalize_intensity, save_nifti, INTENSITY_PERCENTILES};
+use crate::data::volume::{Origin, Shape, Spacing, Volume};
+use crate::io::nifti::{binarize_gt, load_nifti_ras, normalize_intensity, save_nifti_at, INTENSITY_PERCENTILES};
 use crate::split::assign;
 use crate::stages::{self as stage, NiftiConfig, Normalization};
 use crate::vocab::SEG;
@@ -24,10 +26,10 @@ use crate::vocab::SEG;
 pub struct Phantom;
 pub struct Nifti;
 
-fn save(out: &Path, patient: &str, modality: &str, volume: &Volume) -> Result<(), StageError> {
+fn save(out: &Path, patient: &str, modality: &str, volume: &Volume, origin: Origin) -> Result<(), StageError> {
     let path = volume_path(out, patient, modality);
     std::fs::create_dir_all(path.parent().expect("a patient folder"))
-        .and_then(|()| save_nifti(&path, volume).map_err(std::io::Error::other))
+        .and_then(|()| save_nifti_at(&path, volume, origin).map_err(std::io::Error::other))
         .map_err(|e| StageError::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -57,14 +59,14 @@ impl Run for Phantom {
             (cx.progress)(format!("patient {}/{count}", i + 1));
             let patient = generate(&config, i, &names);
             for (modality, volume) in &patient.modalities {
-                save(&cx.out_dir, id, modality, volume)?;
+                save(&cx.out_dir, id, modality, volume, Origin::ZERO)?;
             }
             let tumours = patient
                 .tumours
                 .iter()
                 .map(|t| TumourMeta { diameter_mm: t.diameter_mm, bin: SizeBin::of(t.diameter_mm).name().into() })
                 .collect();
-            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours });
+            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours, origin: Origin::ZERO });
         }
         write_meta(cx, &DatasetMeta { modalities, shape, spacing: spacing.dhw(), patients })?;
         Ok(Outcome::default())
@@ -81,13 +83,20 @@ fn source_path(dir: &Path, pattern: &str, patient: &str, modality: &str) -> Path
     }
 }
 
+/// One patient's volumes in RAS voxel order, by modality, and the world position of their voxel
+/// (0, 0, 0), which all of them share.
+struct PatientVolumes {
+    volumes: BTreeMap<String, Volume>,
+    origin: Origin,
+}
+
 /// One patient's volumes, read and checked; every problem is a message naming its file.
 fn read_patient(
     dir: &Path,
     pattern: &str,
     patient: &str,
     modalities: &[String],
-) -> Result<BTreeMap<String, Volume>, Vec<String>> {
+) -> Result<PatientVolumes, Vec<String>> {
     let mut volumes = BTreeMap::new();
     let mut problems = Vec::new();
     for m in modalities {
@@ -97,48 +106,57 @@ fn read_patient(
             continue;
         }
         match load_nifti_ras(&path) {
-            Ok(v) => {
-                volumes.insert(m.clone(), (path, v));
+            Ok((v, origin)) => {
+                volumes.insert(m.clone(), (path, v, origin));
             }
             Err(e) => problems.push(e.to_string()),
         }
     }
-    let mut reference: Option<(&PathBuf, &Volume)> = None;
-    for (path, v) in volumes.values() {
-        match reference {
-            None => reference = Some((path, v)),
-            Some((first, r)) => {
-                if v.shape != r.shape {
-                    problems.push(format!(
-                        "{}: shape {:?} differs from {:?} of {} (same patient)",
-                        path.display(),
-                        v.shape,
-                        r.shape,
-                        first.display()
-                    ));
-                } else if v
-                    .spacing
-                    .dhw()
-                    .iter()
-                    .zip(r.spacing.dhw())
-                    .any(|(a, b)| (a - b).abs() > 1e-3 * b.abs().max(1.0))
-                {
-                    problems.push(format!(
-                        "{}: voxel spacing {:?} mm differs from {:?} mm of {} (same patient)",
-                        path.display(),
-                        v.spacing.dhw(),
-                        r.spacing.dhw(),
-                        first.display()
-                    ));
-                }
-            }
+    let mut reference: Option<(&PathBuf, &Volume, Origin)> = None;
+    for (path, v, origin) in volumes.values() {
+        let Some((first, r, r_origin)) = reference else {
+            reference = Some((path, v, *origin));
+            continue;
+        };
+        if v.shape != r.shape {
+            problems.push(format!(
+                "{}: shape {:?} differs from {:?} of {} (same patient)",
+                path.display(),
+                v.shape,
+                r.shape,
+                first.display()
+            ));
+        } else if !same_spacing(v.spacing, r.spacing) {
+            problems.push(format!(
+                "{}: voxel spacing {:?} mm differs from {:?} mm of {} (same patient)",
+                path.display(),
+                v.spacing.dhw(),
+                r.spacing.dhw(),
+                first.display()
+            ));
+        } else if !same_origin(*origin, r_origin) {
+            problems.push(format!(
+                "{}: voxel (0, 0, 0) lies at {:?} mm (x, y, z, in RAS order), not at {:?} mm as in {} (same \
+                 patient): the volumes do not overlay",
+                path.display(),
+                origin.xyz(),
+                r_origin.xyz(),
+                first.display()
+            ));
         }
     }
-    if problems.is_empty() {
-        Ok(volumes.into_iter().map(|(m, (_, v))| (m, v)).collect())
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    let origin = reference.map_or(Origin::ZERO, |(_, _, origin)| origin);
+    Ok(PatientVolumes { volumes: volumes.into_iter().map(|(m, (_, v, _))| (m, v)).collect(), origin })
+}
+
+/// How far apart, in mm, the origins of one patient's volumes may be (header rounding).
+const ORIGIN_TOLERANCE_MM: f64 = 1e-3;
+
+fn same_origin(a: Origin, b: Origin) -> bool {
+    a.xyz().iter().zip(b.xyz()).all(|(x, y)| (x - y).abs() <= ORIGIN_TOLERANCE_MM)
 }
 
 /// Relative tolerance of voxel sizes that count as the same (header rounding).
@@ -206,7 +224,7 @@ impl Run for Nifti {
     type Config = NiftiConfig;
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, cx: &RunContext<'_>, c: NiftiConfig) -> Result<Outcome, StageError> {
@@ -221,7 +239,7 @@ impl Run for Nifti {
         for (i, id) in ids.iter().enumerate() {
             (cx.progress)(format!("checking patient {}/{}", i + 1, ids.len()));
             match read_patient(&dir, pattern, id, modalities) {
-                Ok(volumes) => {
+                Ok(PatientVolumes { volumes, .. }) => {
                     if let Some(v) = volumes.values().next() {
                         geometries.push((id, v.shape, v.spacing));
                     }
@@ -253,7 +271,10 @@ impl Run for Nifti {
                 return Err(StageError::Cancelled);
             }
             (cx.progress)(format!("patient {}/{}", i + 1, ids.len()));
-            let volumes = read_patient(&dir, pattern, id, modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
+            let PatientVolumes { volumes, origin } =
+                read_patient(&dir, pattern, id, modalities).map_err(|p| StageError::Failed(p.join("\n")))?;
+            // Every modality has the same shape and spacing, so one crop or pad moves all origins.
+            let origin = volumes.values().next().map_or(origin, |v| v.fitted_origin(shape, origin));
             let mut tumours = Vec::new();
             for (modality, volume) in volumes {
                 let mut v = volume.fit_to(shape);
@@ -269,9 +290,9 @@ impl Run for Nifti {
                 } else if normalize {
                     normalize_intensity(&mut v, INTENSITY_PERCENTILES.0, INTENSITY_PERCENTILES.1);
                 }
-                save(&cx.out_dir, id, &modality, &v)?;
+                save(&cx.out_dir, id, &modality, &v, origin)?;
             }
-            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours });
+            patients.push(PatientMeta { id: id.clone(), split: splits[id], tumours, origin });
         }
         write_meta(cx, &DatasetMeta { modalities: modalities.to_vec(), shape, spacing: spacing.dhw(), patients })?;
         Ok(Outcome::default())

@@ -10,7 +10,10 @@
 //! **Conditions.** Modes conditioned on a mask (`bravo`, `dual`, `multi`) and `seg_conditioned`
 //! (tumour counts per size bin) take their conditions from the `conditions` input's patients
 //! (e.g. `brain.test`), cycling through them; each sample's folder keeps the mask it was
-//! conditioned on as `seg.nii.gz`, so paired metrics compare a sample with its own patient.
+//! conditioned on as `seg.nii.gz`, so paired metrics compare a sample with its own patient. A
+//! sample conditioned on a patient (its images and that mask) is written at the patient's origin
+//! (`PatientMeta::origin`), so it overlays the patient's files in a viewer; unconditioned samples
+//! are written at origin 0.
 //! With `guidance > 1` every step runs the network twice, with and without the condition
 //! (classifier-free guidance): `out = uncond + g · (cond − uncond)`.
 //!
@@ -40,10 +43,10 @@ use super::stage_io::{input_dir, input_split, read_json, stored_weights, write_j
 use super::Run;
 use crate::data::layout::{volume_path, DatasetMeta, PatientMeta};
 use crate::data::loader::size_bins;
-use crate::data::volume::{Spacing, Volume};
+use crate::data::volume::{Origin, Spacing, Volume};
 use crate::diffusion::solver::{Progress, Solver};
 use crate::diffusion::strategy::Strategy;
-use crate::io::nifti::{binarize_seg, save_nifti};
+use crate::io::nifti::{binarize_seg, save_nifti_at};
 use crate::io::preview::{write_grid, Tile};
 use crate::split::Split;
 use crate::stages::SampleConfig;
@@ -56,6 +59,8 @@ pub struct Sample;
 /// What a sample was conditioned on.
 struct Condition {
     patient: String,
+    /// Where the patient's volumes have their voxel (0, 0, 0), and so the sample's.
+    origin: Origin,
     /// `[1, D, H, W]` in pixels.
     mask: Option<Tensor>,
     bins: [f32; 4],
@@ -99,7 +104,7 @@ impl Run for Sample {
     type Config = SampleConfig;
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, cx: &RunContext<'_>, c: SampleConfig) -> Result<Outcome, StageError> {
@@ -151,17 +156,21 @@ impl Run for Sample {
             let dir = cx.out_dir.join(&name);
             std::fs::create_dir_all(&dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
             let mut std = BTreeMap::new();
+            let origin = condition.map_or(Origin::ZERO, |c| c.origin);
+            let save = |modality: &str, volume: &Volume| {
+                save_nifti_at(&volume_path(&cx.out_dir, &name, modality), volume, origin)
+                    .map_err(|e| failed(e.to_string()))
+            };
             for (modality, volume) in images {
                 let volume = Volume { shape: record.pixel_shape, spacing, data: volume };
-                save_nifti(&volume_path(&cx.out_dir, &name, &modality), &volume).map_err(|e| failed(e.to_string()))?;
+                save(&modality, &volume)?;
                 let mask = condition.and_then(|c| c.mask.as_ref());
                 std.insert(modality.clone(), stats.add(&modality, &volume.data, mask)?);
                 previews.push(middle_slice(modality, &volume));
             }
             if let Some(mask) = condition.and_then(|c| c.mask.as_ref()) {
                 let data = mask.flatten_all().and_then(|m| m.to_vec1::<f32>()).map_err(model_error)?;
-                let volume = Volume { shape: record.pixel_shape, spacing, data };
-                save_nifti(&volume_path(&cx.out_dir, &name, SEG), &volume).map_err(|e| failed(e.to_string()))?;
+                save(SEG, &Volume { shape: record.pixel_shape, spacing, data })?;
             }
             stats.nfe += nfe;
             records.push(SampleRecord { name, condition: condition.map(|c| c.patient.clone()), nfe, std });
@@ -222,7 +231,7 @@ fn read_conditions(
             } else {
                 None
             };
-            Ok(Condition { patient: patient.id.clone(), mask, bins: size_bins(patient) })
+            Ok(Condition { patient: patient.id.clone(), origin: patient.origin, mask, bins: size_bins(patient) })
         })
         .collect()
 }
