@@ -51,6 +51,7 @@ codes! {
     WINDOW_TOO_LARGE = "E0125", Error, "images smaller than a metric's or loss's window";
     AUGMENT_ON_LATENTS = "E0126", Error, "a pixel-space setting (`augment`, `rescale`) applied to latents";
     INTENSITY_AUGMENT_ON_MASKS = "E0127", Error, "intensity augmentation applied to segmentation masks";
+    QUOTED_PLACEHOLDER = "E0128", Error, "a shell placeholder inside quotes";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
     MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
@@ -107,6 +108,7 @@ pub enum Pitfall {
     DisjointPatients { metric: String, subject: String, reference: String },
     CompressorMetric { metric: String, masks: bool },
     IntensityAugmentOnMasks { augment: String },
+    QuotedPlaceholder { placeholder: String, quote: char },
 }
 
 /// `16×32×32`.
@@ -263,6 +265,9 @@ impl fmt::Display for Pitfall {
             IntensityAugmentOnMasks { augment } => {
                 write!(f, "the `{augment}` preset changes intensities, and this compressor's images are binary masks")
             }
+            QuotedPlaceholder { placeholder, quote } => {
+                write!(f, "`{{{placeholder}}}` is inside {quote}...{quote} quotes, where its value could end them")
+            }
         }
     }
 }
@@ -311,6 +316,7 @@ impl DiagnosticKind for Pitfall {
             WindowTooLarge { .. } => &WINDOW_TOO_LARGE,
             AugmentOnLatents { .. } | RescaleOnLatents => &AUGMENT_ON_LATENTS,
             IntensityAugmentOnMasks { .. } => &INTENSITY_AUGMENT_ON_MASKS,
+            QuotedPlaceholder { .. } => &QUOTED_PLACEHOLDER,
         }
     }
 
@@ -429,6 +435,9 @@ impl DiagnosticKind for Pitfall {
             IntensityAugmentOnMasks { .. } => {
                 "use `augment = diffusion` (a flip, the default for masks) or `augment = none`".into()
             }
+            QuotedPlaceholder { .. } => "remove the quotes around it: medgen quotes every placeholder's value as one \
+                                          shell word itself, whatever characters it holds"
+                .into(),
         })
     }
 }

@@ -348,6 +348,13 @@ pub fn training_params(default_epochs: i64, default_lr: f64) -> Vec<ParamSig> {
              with `grad_clip` the step is clipped and logged; `none` turns the check off",
         ),
         p(
+            "divergence_guard",
+            Type::optional(Type::float_in(1.0, false, 1e12, true)),
+            v_float(crate::train::guard::DEFAULT_DIVERGENCE_FACTOR),
+            "a training loss this many times the lowest median of its last 100 steps is divergence: training \
+             stops at that step, keeping the last epoch's checkpoint; `none` turns the check off",
+        ),
+        p(
             "val_every",
             Type::int(1, None),
             v_int(5),

@@ -391,11 +391,22 @@ fn missing_file() {
 }
 
 #[test]
-fn unreadable_path() {
+fn a_path_that_is_not_a_regular_file_is_refused_without_opening_it() {
     let dir = TempDir::new("unreadable");
     fs::create_dir(dir.join("folder.nii")).unwrap();
-    let kind = load_err(&dir.join("folder.nii"), "cannot be read");
-    assert!(matches!(kind, NiftiErrorKind::Unreadable(_)));
+    let kind = load_err(&dir.join("folder.nii"), "is a directory, not a regular file");
+    assert!(matches!(kind, NiftiErrorKind::NotARegularFile { .. }));
+    // A FIFO named like a volume: opening it would block until something writes to it.
+    let fifo = dir.join("t1.nii.gz");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || sender.send(load_nifti(&path).map(|_| ()).map_err(|e| e.to_string())));
+    let result = receiver.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a FIFO must not hang");
+    let err = result.expect_err("a FIFO is not a volume");
+    assert!(err.contains("is a FIFO (named pipe), not a regular file"), "{err}");
 }
 
 #[test]
@@ -434,6 +445,23 @@ fn nifti2_and_header_only_files() {
     patch(&path, MAGIC, b"ni1\0");
     let kind = load_err(&path, "a header-only .hdr file");
     assert!(matches!(kind, NiftiErrorKind::BadHeader(_)));
+}
+
+/// `dim` holds signed 16-bit lengths: a negative one is reported as it is written, not as the
+/// 65,504 an unsigned reading gives; and a `dim[0]` outside 1..=7 is reported as such, not as a
+/// wrong `sizeof_hdr` (the byte order is taken from `sizeof_hdr`, not guessed from `dim[0]`).
+#[test]
+fn impossible_dimensions_are_reported_as_written() {
+    let dir = TempDir::new("dims");
+    let path = saved(&dir, "negative.nii");
+    patch_i16s(&path, DIM + 2, &[-32]);
+    let kind = load_err(&path, "dims [-32, 5, 4] must each be in 1..=32767");
+    assert!(matches!(kind, NiftiErrorKind::BadHeader(_)));
+    for dim0 in [8, 0, -3] {
+        let path = saved(&dir, &format!("dim0_{dim0}.nii"));
+        patch_i16s(&path, DIM, &[dim0]);
+        load_err(&path, &format!("invalid NIfTI-1 header: dim[0] is {dim0}, not in 1..=7"));
+    }
 }
 
 #[test]

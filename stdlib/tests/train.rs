@@ -745,9 +745,10 @@ fn saved_floats_come_back_bit_for_bit() {
     }
     let back: ValHistory = serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
     assert!(back.losses().iter().zip(&tricky).all(|(a, b)| a.to_bits() == b.to_bits()));
-    let guard = GuardState { recent_norms: tricky.to_vec() };
+    let guard = GuardState { recent_norms: tricky.to_vec(), recent_losses: tricky.to_vec(), lowest_loss_median: None };
     let back: GuardState = serde_json::from_str(&serde_json::to_string(&guard).unwrap()).unwrap();
     assert!(back.recent_norms.iter().zip(&tricky).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(back.recent_losses.iter().zip(&tricky).all(|(a, b)| a.to_bits() == b.to_bits()));
 }
 
 // ---- Guards -----------------------------------------------------------------------------------------
@@ -758,13 +759,48 @@ fn norm(total: f64) -> GradNorm {
 
 #[test]
 fn nan_loss_is_reported() {
-    let guard = Guard::new(GuardConfig::default());
+    let mut guard = Guard::new(GuardConfig::default());
     assert!(guard.check_loss(3, 0.25).is_ok());
     let err = guard.check_loss(7, f64::NAN).unwrap_err();
     assert_eq!(err.step, 7);
     assert!(matches!(err.kind, HealthErrorKind::NonFiniteLoss { .. }));
     assert!(err.to_string().starts_with("step 7: the loss is NaN; not training on it"), "{err}");
     assert!(guard.check_loss(8, f64::INFINITY).is_err());
+}
+
+/// The seeds' runaway run: with `lr = 1.0` the loss climbed from 0.34 to 65,521 and stayed finite.
+/// It is divergence once it passes the factor times the lowest running median, however slowly it
+/// got there (the current median climbs with it, the lowest does not), and noise within the
+/// factor is not.
+#[test]
+fn a_finite_runaway_loss_is_divergence() {
+    let config =
+        GuardConfig { window: 5, loss_min_history: 3, divergence_factor: Some(100.0), ..GuardConfig::default() };
+    let mut guard = Guard::new(config);
+    // Noisy but healthy: up to 20x its median.
+    for (step, loss) in [0.34, 0.5, 0.2, 4.0, 0.3, 0.25, 6.0].into_iter().enumerate() {
+        guard.check_loss(step as u64, loss).unwrap_or_else(|e| panic!("step {step}: {e}"));
+    }
+    // A slow climb, 1.5x per step: the window's median follows it, the lowest median does not.
+    let mut loss = 0.3;
+    let mut stopped = None;
+    for step in 7..60 {
+        loss *= 1.5;
+        if let Err(e) = guard.check_loss(step, loss) {
+            stopped = Some(e);
+            break;
+        }
+    }
+    let err = stopped.expect("the climb is caught");
+    let HealthErrorKind::Divergence { loss: at, lowest_median, factor } = err.kind else { panic!("{err}") };
+    assert!(at > 100.0 * lowest_median && at / 1.5 <= 100.0 * lowest_median, "caught at the first step past it");
+    assert_eq!(factor, 100.0);
+    assert!(err.to_string().contains("the loss has diverged"), "{err}");
+    // The state carries the lowest median, so a resumed run judges the same.
+    let mut resumed = Guard::from_state(config, &guard.state());
+    assert!(resumed.check_loss(99, at).is_err());
+    let mut off = Guard::from_state(GuardConfig { divergence_factor: None, ..config }, &guard.state());
+    assert!(off.check_loss(99, at).is_ok(), "`divergence_guard = none` turns it off");
 }
 
 /// A NaN in one gradient: the clip leaves the gradients alone and names the variable; the guard

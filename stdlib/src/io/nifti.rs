@@ -48,6 +48,11 @@ use ndarray::ArrayView3;
 
 use crate::data::volume::{Origin, Shape, Spacing, Volume};
 
+/// Where `dim` starts in a NIfTI-1 header.
+const DIM_OFFSET: usize = 40;
+/// Where the magic string (`n+1`, or `ni1` for a header-only file) starts in a NIfTI-1 header.
+const MAGIC_OFFSET: usize = 344;
+
 /// Size of a NIfTI-1 header in bytes (`sizeof_hdr`).
 const HEADER_BYTES: u64 = 348;
 /// `sizeof_hdr` of a NIfTI-2 header, recognised only to say so.
@@ -95,6 +100,9 @@ pub enum NiftiErrorKind {
     NotFound,
     /// The file exists but could not be opened or read (permissions, I/O error, corrupt gzip).
     Unreadable(io::Error),
+    /// The path names a directory, a FIFO, a socket or a device: opening a FIFO would block until
+    /// something writes to it, and a device may never end.
+    NotARegularFile { what: &'static str },
     /// The bytes are not a single-file NIfTI-1 image (too short for a header, bad magic, wrong
     /// header size).
     NotNifti(String),
@@ -135,6 +143,7 @@ impl fmt::Display for NiftiErrorKind {
         match self {
             NotFound => write!(f, "no such file"),
             Unreadable(err) => write!(f, "cannot be read: {err}"),
+            NotARegularFile { what } => write!(f, "is {what}, not a regular file"),
             NotNifti(reason) => write!(f, "not a NIfTI-1 file: {reason}"),
             BadHeader(reason) => write!(f, "invalid NIfTI-1 header: {reason}"),
             UnsupportedDatatype { code } => {
@@ -443,12 +452,29 @@ fn header_direction(header: &NiftiHeader) -> super::orientation::Direction {
     direction
 }
 
-/// Opens `path`, decompressing when it starts with the gzip magic bytes.
+/// Opens `path`, decompressing when it starts with the gzip magic bytes. Only a regular file (a
+/// symbolic link is followed) is opened: its metadata is read first, so a FIFO named like a
+/// volume is refused instead of blocking the reader forever.
 fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, NiftiErrorKind> {
-    let file = File::open(path).map_err(|err| match err.kind() {
+    let failed = |err: io::Error| match err.kind() {
         io::ErrorKind::NotFound => NiftiErrorKind::NotFound,
         _ => NiftiErrorKind::Unreadable(err),
-    })?;
+    };
+    let kind = std::fs::metadata(path).map_err(failed)?.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(NiftiErrorKind::NotARegularFile { what });
+    }
+    let file = File::open(path).map_err(failed)?;
     let mut reader = BufReader::new(file);
     let gzip = reader.fill_buf().map_err(NiftiErrorKind::Unreadable)?.starts_with(&[0x1f, 0x8b]);
     Ok(if gzip { Box::new(MultiGzDecoder::new(reader)) } else { Box::new(reader) })
@@ -467,6 +493,20 @@ fn read_header(reader: &mut impl Read) -> Result<NiftiHeader, NiftiErrorKind> {
     if sizeof_hdr.contains(&NIFTI2_HEADER_BYTES) {
         return Err(NiftiErrorKind::NotNifti("a NIfTI-2 header (sizeof_hdr 540); only NIfTI-1 is read".into()));
     }
+    if !matches!(&bytes[MAGIC_OFFSET..HEADER_BYTES as usize], b"n+1\0" | b"ni1\0") {
+        return Err(NiftiErrorKind::NotNifti("bad magic (expected \"n+1\")".into()));
+    }
+    // The byte order is the one in which sizeof_hdr reads 348. The nifti crate guesses it from
+    // dim[0] instead, so a dim[0] outside 1..=7 would be misreported as a wrong sizeof_hdr.
+    let Some(little) = [true, false].into_iter().zip(sizeof_hdr).find(|(_, n)| u64::try_from(*n) == Ok(HEADER_BYTES))
+    else {
+        return Err(NiftiErrorKind::NotNifti(format!("sizeof_hdr is {}, not {HEADER_BYTES}", sizeof_hdr[0])));
+    };
+    let dim0 = [bytes[DIM_OFFSET], bytes[DIM_OFFSET + 1]];
+    let dim0 = if little.0 { i16::from_le_bytes(dim0) } else { i16::from_be_bytes(dim0) };
+    if !(1..=7).contains(&dim0) {
+        return Err(NiftiErrorKind::BadHeader(format!("dim[0] is {dim0}, not in 1..=7")));
+    }
     let header = NiftiHeader::from_reader(&bytes[..]).map_err(|err| match err {
         ::nifti::NiftiError::InvalidFormat => NiftiErrorKind::NotNifti("bad magic (expected \"n+1\")".into()),
         other => NiftiErrorKind::BadHeader(other.to_string()),
@@ -481,15 +521,19 @@ fn read_header(reader: &mut impl Read) -> Result<NiftiHeader, NiftiErrorKind> {
 }
 
 /// NIfTI's (x, y, z) lengths: `dim` must describe a 3D volume, or a 4D one with `dim[4] = 1`.
+/// The header stores them as signed 16-bit integers (the nifti crate hands them over unsigned,
+/// so a negative length would read as 65,504).
 fn spatial_dims(header: &NiftiHeader) -> Result<[usize; 3], NiftiErrorKind> {
-    let ndim = usize::from(header.dim[0]);
+    let signed: Vec<i16> = header.dim.iter().map(|&n| n as i16).collect();
+    let ndim = signed[0];
     if !(1..=7).contains(&ndim) {
         return Err(NiftiErrorKind::BadHeader(format!("dim[0] is {ndim}, not in 1..=7")));
     }
-    let dims: Vec<usize> = header.dim[1..=ndim].iter().map(|&n| usize::from(n)).collect();
-    if dims.iter().any(|&n| n == 0 || n > MAX_AXIS) {
-        return Err(NiftiErrorKind::BadHeader(format!("dims {dims:?} must each be in 1..={MAX_AXIS}")));
+    let lengths = &signed[1..=ndim as usize];
+    if lengths.iter().any(|&n| n < 1) {
+        return Err(NiftiErrorKind::BadHeader(format!("dims {lengths:?} must each be in 1..={MAX_AXIS}")));
     }
+    let dims: Vec<usize> = lengths.iter().map(|&n| n as usize).collect();
     match dims[..] {
         [x, y, z] | [x, y, z, 1] => Ok([x, y, z]),
         _ => Err(NiftiErrorKind::UnsupportedDimensionality { dims }),

@@ -197,5 +197,6 @@ pub(crate) fn train_config(cx: &DeriveCx<'_>) -> Resolved<TrainConfig> {
         val_every: param(cx, "val_every")?,
         seed: param(cx, "seed")?,
         spike_guard: param(cx, "spike_guard")?,
+        divergence_guard: param(cx, "divergence_guard")?,
     })
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pitfalls::Pitfall;
 use crate::vocab::strings;
 
 use super::resolve::{param, to_json, ParamFile, Resolved};
@@ -40,6 +41,30 @@ fn declared_outputs(mut outputs: Vec<String>, metrics: &[String]) -> Vec<String>
         outputs.push("metrics".into());
     }
     outputs
+}
+
+/// For every byte of a shell command, the quote it lies inside (`'` or `"`), if any, as `sh`
+/// reads it: a backslash outside single quotes escapes the next character, and single quotes
+/// cannot be escaped inside single quotes. A placeholder's value is substituted as one quoted
+/// word, which is safe only outside quotes: inside `'...'` its own quotes would close the
+/// string, inside `"..."` a `$(...)` in it would run.
+fn quotes_at(command: &str) -> Vec<Option<char>> {
+    let mut inside = Vec::with_capacity(command.len());
+    let (mut quote, mut escaped) = (None, false);
+    for c in command.chars() {
+        let here = quote;
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => escaped = true,
+            (None, '\'' | '"') => quote = Some(c),
+            (Some('"'), '"') => quote = None,
+            _ => {}
+        }
+        inside.extend(std::iter::repeat_n(here, c.len_utf8()));
+    }
+    inside
 }
 
 /// A `{params.X}` value as JSON: integers stay integers, so the command sees what was written.
@@ -116,8 +141,12 @@ impl StageKind for Shell {
         let params = keys(cx.value("params"));
         let outputs = declared_outputs(strings(cx.value("outputs")), &strings(cx.value("metrics")));
         let span = cx.span_of("command");
+        let quotes = quotes_at(&command);
         for (start, end, scope, name) in medgen_lang::check::placeholders(&command) {
             let span = medgen_lang::check::placeholder_span(span, &command, start, end);
+            if let Some(quote) = quotes.get(start).copied().flatten() {
+                cx.error(Pitfall::QuotedPlaceholder { placeholder: format!("{scope}.{name}"), quote }, span);
+            }
             let (declared, what) = match scope {
                 "in" => (&inputs, "inputs"),
                 "params" => (&params, "params"),
@@ -152,5 +181,28 @@ impl StageKind for Shell {
             outputs: declared_outputs(param(cx, "outputs")?, &metrics),
             metrics,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quotes_at;
+
+    /// The quote around the first byte of `needle` in `command`.
+    fn around(command: &str, needle: &str) -> Option<char> {
+        quotes_at(command)[command.find(needle).expect("the needle is there")]
+    }
+
+    #[test]
+    fn placeholders_inside_quotes_are_found_as_sh_reads_them() {
+        assert_eq!(around("echo {params.v} > {out.x}", "{params"), None);
+        assert_eq!(around("echo '{params.v}' > {out.x}", "{params"), Some('\''));
+        assert_eq!(around("echo '{params.v}' > {out.x}", "{out"), None);
+        assert_eq!(around("echo \"n={params.v}\"", "{params"), Some('"'));
+        // An escaped quote opens nothing; a double quote inside single quotes is literal.
+        assert_eq!(around(r#"echo \'{params.v}"#, "{params"), None);
+        assert_eq!(around(r#"echo '"' {params.v}"#, "{params"), None);
+        assert_eq!(around(r#"echo "a\"b {params.v}""#, "{params"), Some('"'));
+        assert_eq!(around("echo 'é' {params.v}", "{params"), None, "multi-byte characters keep byte offsets");
     }
 }

@@ -137,6 +137,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// A gradient norm this many times the recent median is a spike; `None`: not judged.
     pub spike_guard: Option<f64>,
+    /// A loss this many times its lowest running median is divergence; `None`: not judged.
+    pub divergence_guard: Option<f64>,
 }
 
 /// One epoch's line of the loss log.
@@ -155,7 +157,6 @@ pub struct EpochRecord {
     /// Gradient spikes clipped rather than stopped on (`grad_clip` set).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub clipped_spikes: u64,
-    pub seconds: f64,
 }
 
 /// What a finished training reports.
@@ -184,7 +185,7 @@ impl TrainReport {
             names.dedup();
             names
         };
-        let mut csv = String::from("epoch,step,lr,train_loss,val_loss,seconds");
+        let mut csv = String::from("epoch,step,lr,train_loss,val_loss");
         for name in &extra {
             csv.push(',');
             csv.push_str(name);
@@ -192,7 +193,7 @@ impl TrainReport {
         csv.push('\n');
         for r in &self.history {
             let val = r.val_loss.map_or(String::new(), |v| v.to_string());
-            let _ = write!(csv, "{},{},{},{},{},{:.3}", r.epoch, r.step, r.lr, r.train_loss, val, r.seconds);
+            let _ = write!(csv, "{},{},{},{},{}", r.epoch, r.step, r.lr, r.train_loss, val);
             for name in &extra {
                 csv.push(',');
                 if let Some(Some(v)) = r.val.get(name) {
@@ -272,6 +273,7 @@ pub fn train(
         guard: Guard::new(GuardConfig {
             spike_factor: cfg.spike_guard,
             on_spike: if cfg.grad_clip.is_some() { OnSpike::Clip } else { OnSpike::Stop },
+            divergence_factor: cfg.divergence_guard,
             ..GuardConfig::default()
         }),
         metadata: serde_json::Value::Null,
@@ -303,7 +305,7 @@ pub fn train(
             lr = schedule.lr(state.step, &state.val_history);
             let (loss, health) = match step(&mut state, objective, &batch, cfg, lr) {
                 Ok(done) => done,
-                Err(Stop::Health(e)) => return Err(record_stop(&cx.work_dir, &e)),
+                Err(Stop::Health(e)) => return Err(record_stop(&cx.work_dir, epoch + 1, &e)),
                 Err(Stop::Failed(e)) => return Err(e),
             };
             if let Health::ClippedSpike { norm, median } = health {
@@ -346,8 +348,8 @@ pub fn train(
             val_loss,
             val: val_extra,
             clipped_spikes,
-            seconds: epoch_started.elapsed().as_secs_f64(),
         });
+        tracing::info!(epoch = epoch_number, seconds = epoch_started.elapsed().as_secs_f64(), "epoch done");
         state.metadata = serde_json::to_value(&progress).map_err(|e| failed(e.to_string()))?;
         state.save(&checkpoints, &CheckpointConfig::default()).map_err(|e| failed(e.to_string()))?;
         prune(&checkpoints)?;
@@ -404,9 +406,10 @@ fn step(
     Ok((value, health))
 }
 
-/// Records a health stop in the work directory and says what to change.
-fn record_stop(work_dir: &Path, e: &HealthError) -> StageError {
-    let stopped = Stopped { step: e.step, reason: e.to_string() };
+/// Records a health stop in the work directory and says what to change. The checkpoints of the
+/// epochs before `epoch` are kept: the weights before the bad step.
+fn record_stop(work_dir: &Path, epoch: u64, e: &HealthError) -> StageError {
+    let stopped = Stopped { step: e.step, reason: format!("epoch {epoch}, {e}") };
     let written = serde_json::to_vec_pretty(&stopped).map_err(|e| e.to_string()).and_then(|bytes| {
         std::fs::create_dir_all(work_dir)
             .and_then(|()| std::fs::write(work_dir.join(STOPPED), bytes))
@@ -415,7 +418,7 @@ fn record_stop(work_dir: &Path, e: &HealthError) -> StageError {
     if let Err(why) = written {
         tracing::warn!("cannot record the stop in {}: {why}", work_dir.display());
     }
-    failed(format!("{e}\n{}", stop_hint(e)))
+    failed(format!("epoch {epoch}, {e}\n{}", stop_hint(e)))
 }
 
 /// What to change after a health stop; a rerun with the same settings would stop again.
@@ -424,6 +427,10 @@ fn stop_hint(e: &HealthError) -> &'static str {
         HealthErrorKind::GradientSpike { .. } => {
             "set `grad_clip` (spikes are then clipped and logged instead of stopping), lower `lr`, or raise \
              `spike_guard` (`none` turns the check off)"
+        }
+        HealthErrorKind::Divergence { .. } => {
+            "lower `lr`, set `grad_clip` or `warmup`; if the loss is meant to rise this far, raise `divergence_guard` \
+             (`none` turns the check off)"
         }
         _ => "lower `lr`, set `grad_clip` or `warmup`, and check the data; then run again (the stage starts over)",
     }
@@ -544,8 +551,8 @@ mod tests {
             step: 41,
             kind: HealthErrorKind::GradientSpike { norm: 300.0, median: 2.0, factor: 10.0, window: 100 },
         };
-        let StageError::Failed(first) = record_stop(&dir, &spike) else { panic!("a failure") };
-        assert!(first.contains("set `grad_clip`"), "{first}");
+        let StageError::Failed(first) = record_stop(&dir, 3, &spike) else { panic!("a failure") };
+        assert!(first.starts_with("epoch 3, step 41: gradient spike") && first.contains("set `grad_clip`"), "{first}");
         let StageError::Failed(again) = refuse_a_known_stop(&dir).unwrap_err() else { panic!("a failure") };
         assert!(again.contains("stopped at step 41") && again.contains("gradient spike"), "{again}");
         std::fs::remove_dir_all(&dir).unwrap();
