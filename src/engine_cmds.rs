@@ -1,4 +1,4 @@
-//! The engine commands: `run`, `plan`, `status`, `graph`, `show`, `gc`.
+//! The engine commands: `run`, `plan`, `status`, `graph`, `show` (and, in `gc.rs`, `gc`).
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use medgen_engine::dag::Dag;
-use medgen_engine::digest::StageKey;
 use medgen_engine::hash::StatCache;
 use medgen_engine::plan::{plan as plan_states, State};
+use medgen_engine::runs::{self, RunRecord};
 use medgen_engine::schedule::{self, Outcome, RunOptions, RunReport};
-use medgen_engine::store::{dir_size, Store};
+use medgen_engine::store::Store;
 use medgen_lang::CheckedPipeline;
 use medgen_stdlib::{StdRegistry, StdRuntime};
-use serde::Serialize;
 
 use crate::progress::{duration, Progress};
 use crate::{lang_cmds, Exit, GraphFormat, PipelineArgs, StoreArg};
@@ -31,15 +30,53 @@ struct Loaded {
     file: PathBuf,
 }
 
-/// Checks and lowers a pipeline and opens its store; prints diagnostics, and on errors the
-/// summary line, and returns the exit status to use.
-fn load(
-    file: &Path,
-    overrides: &[String],
-    store: &StoreArg,
-    registry: &StdRegistry,
-    color: bool,
-) -> Result<Loaded, Exit> {
+/// Where a command's store is. Every command follows this one rule, so that `show`, `status`
+/// and `gc` find what `run` stored, from any working directory:
+///
+/// 1. `--store DIR`, or `$MEDGEN_STORE`;
+/// 2. given a pipeline file, `.medgen/` beside it — where `run` stores;
+/// 3. given none, `.medgen/` in the current directory if it is a store (the store of the
+///    pipelines here); otherwise there is no store to guess, and the error says what to pass.
+pub fn store_root(arg: &StoreArg, pipeline: Option<&Path>) -> Result<PathBuf, Exit> {
+    if let Some(dir) = &arg.store {
+        return Ok(dir.clone());
+    }
+    if let Some(file) = pipeline {
+        let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+        return Ok(file.parent().unwrap_or_else(|| Path::new(".")).join(".medgen"));
+    }
+    let here = PathBuf::from(".medgen");
+    if is_store(&here) {
+        return Ok(here);
+    }
+    eprintln!(
+        "error: no store in the current directory (.medgen/); name the pipeline (`run` stores beside it) or the \
+         store (`--store DIR`)"
+    );
+    Err(Exit::Errors)
+}
+
+/// Whether `root` holds a store (`run` has used it).
+pub fn is_store(root: &Path) -> bool {
+    root.join("objects").is_dir()
+}
+
+/// Opens a store that must exist already (commands that only read or collect do not create
+/// one); prints why not.
+pub fn open_existing(root: &Path) -> Result<Store, Exit> {
+    if !is_store(root) {
+        eprintln!("error: {} is not a medgen store (no objects/): nothing was run with it", root.display());
+        return Err(Exit::Errors);
+    }
+    Store::open(root).map_err(|e| {
+        eprintln!("error: cannot open the store {}: {e}", root.display());
+        Exit::Errors
+    })
+}
+
+/// Checks and lowers a pipeline and opens the store at `root` (creating it); prints
+/// diagnostics, and on errors the summary line, and returns the exit status to use.
+fn load(file: &Path, overrides: &[String], root: &Path, registry: &StdRegistry, color: bool) -> Result<Loaded, Exit> {
     let report = medgen_lang::check_file(file, overrides, registry);
     let Some(pipeline) = report.pipeline else {
         lang_cmds::report(file, &report, false, color);
@@ -48,8 +85,7 @@ fn load(
     lang_cmds::print_diagnostics(&report.diagnostics, &report.sources, color);
     let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
     let dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let root = store.store.clone().unwrap_or_else(|| dir.join(".medgen"));
-    let store = Store::open(&root).map_err(|e| {
+    let store = Store::open(root).map_err(|e| {
         eprintln!("error: cannot open the store {}: {e}", root.display());
         Exit::Errors
     })?;
@@ -58,13 +94,10 @@ fn load(
     Ok(Loaded { pipeline, dag, store, stats, dir, file })
 }
 
-/// What `runs/` keeps of each run.
-#[derive(Serialize)]
-struct RunRecord<'a> {
-    file: &'a Path,
-    overrides: &'a [String],
-    #[serde(flatten)]
-    report: &'a RunReport,
+/// [`load`] for a command given a pipeline file, with its store where [`store_root`] says.
+fn load_args(args: &PipelineArgs, registry: &StdRegistry, color: bool) -> Result<Loaded, Exit> {
+    let root = store_root(&args.store, Some(&args.file))?;
+    load(&args.file, &args.overrides, &root, registry, color)
 }
 
 pub fn run(
@@ -76,10 +109,19 @@ pub fn run(
     registry: &StdRegistry,
     color: bool,
 ) -> Exit {
-    let loaded = match load(&args.file, &args.overrides, &args.store, registry, color) {
+    let loaded = match load_args(args, registry, color) {
         Ok(l) => l,
         Err(exit) => return exit,
     };
+    // Recorded before anything runs, so that a store always knows which pipelines use it
+    // (`gc`), even when this run is killed.
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let starting = RunReport::starting(&loaded.dag.pipeline, started);
+    let record_path = loaded
+        .store
+        .record_run(&RunRecord::new(&loaded.store, &loaded.file, &args.overrides, &starting), started)
+        .map_err(|e| eprintln!("warning: could not write the run record: {e}"))
+        .ok();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     let _ = ctrlc::set_handler(move || {
@@ -98,8 +140,12 @@ pub fn run(
     if let Err(e) = loaded.stats.save(&loaded.store.stat_cache_path()) {
         tracing::warn!("could not save the stat cache: {e}");
     }
-    let record = RunRecord { file: &loaded.file, overrides: &args.overrides, report: &report };
-    if let Err(e) = loaded.store.record_run(&record, report.started) {
+    let record = RunRecord { finished: true, ..RunRecord::new(&loaded.store, &loaded.file, &args.overrides, &report) };
+    let written = match &record_path {
+        Some(path) => loaded.store.rewrite_run(path, &record),
+        None => loaded.store.record_run(&record, report.started).map(drop),
+    };
+    if let Err(e) = written {
         eprintln!("warning: could not write the run record: {e}");
     }
     summarize(&report)
@@ -155,7 +201,7 @@ fn summarize(report: &RunReport) -> Exit {
 
 /// `plan` (what would run and why) and `status` (plus each instance's last success).
 pub fn plan(args: &PipelineArgs, with_history: bool, registry: &StdRegistry, color: bool) -> Exit {
-    let loaded = match load(&args.file, &args.overrides, &args.store, registry, color) {
+    let loaded = match load_args(args, registry, color) {
         Ok(l) => l,
         Err(exit) => return exit,
     };
@@ -200,7 +246,7 @@ pub fn plan(args: &PipelineArgs, with_history: bool, registry: &StdRegistry, col
 }
 
 pub fn graph(args: &PipelineArgs, format: GraphFormat, registry: &StdRegistry, color: bool) -> Exit {
-    let loaded = match load(&args.file, &args.overrides, &args.store, registry, color) {
+    let loaded = match load_args(args, registry, color) {
         Ok(l) => l,
         Err(exit) => return exit,
     };
@@ -211,16 +257,6 @@ pub fn graph(args: &PipelineArgs, format: GraphFormat, registry: &StdRegistry, c
     Exit::Ok
 }
 
-/// The pipeline file and overrides of the newest run record of a store.
-fn last_run_pipeline(store_root: &Path) -> Option<(PathBuf, Vec<String>)> {
-    let store = Store::open(store_root).ok()?;
-    let bytes = std::fs::read(store.latest_run()?).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let file = PathBuf::from(json.get("file")?.as_str()?);
-    let overrides = json.get("overrides")?.as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
-    Some((file, overrides))
-}
-
 pub fn show(
     target: &str,
     pipeline: Option<PathBuf>,
@@ -229,12 +265,37 @@ pub fn show(
     registry: &StdRegistry,
     color: bool,
 ) -> Exit {
-    let (file, overrides) = match pipeline {
-        Some(f) => (f, overrides.to_vec()),
+    let (file, overrides, root) = match pipeline {
+        Some(file) => match store_root(store, Some(&file)) {
+            Ok(root) => (file, overrides.to_vec(), root),
+            Err(exit) => return exit,
+        },
         None => {
-            let root = store.store.clone().unwrap_or_else(|| PathBuf::from(".medgen"));
-            match last_run_pipeline(&root) {
-                Some((f, recorded)) => (f, if overrides.is_empty() { recorded } else { overrides.to_vec() }),
+            let root = match store_root(store, None) {
+                Ok(root) => root,
+                Err(exit) => {
+                    eprintln!("  e.g. `medgen show {target} --pipeline FILE`");
+                    return exit;
+                }
+            };
+            let opened = match open_existing(&root) {
+                Ok(s) => s,
+                Err(exit) => return exit,
+            };
+            // The pipeline of the store's last run, read from this store: in a copied project,
+            // the copy's pipeline and the copy's outputs.
+            match runs::latest(&opened) {
+                Some((_, Ok(run))) => {
+                    let overrides = if overrides.is_empty() { run.overrides.clone() } else { overrides.to_vec() };
+                    (run.pipeline_file(&opened), overrides, root)
+                }
+                Some((path, Err(e))) => {
+                    eprintln!(
+                        "error: cannot read the run record {} ({e}); name the pipeline with `--pipeline FILE`",
+                        path.display()
+                    );
+                    return Exit::Errors;
+                }
                 None => {
                     eprintln!("error: no run recorded in {}; name the pipeline with `--pipeline FILE`", root.display());
                     return Exit::Errors;
@@ -242,7 +303,7 @@ pub fn show(
             }
         }
     };
-    let loaded = match load(&file, &overrides, store, registry, color) {
+    let loaded = match load(&file, &overrides, &root, registry, color) {
         Ok(l) => l,
         Err(exit) => return exit,
     };
@@ -296,89 +357,8 @@ pub fn show(
     Exit::Ok
 }
 
-/// Pipeline files under `dir`, skipping hidden directories and build output.
-fn pipelines_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == "target" || name == "node_modules" {
-            continue;
-        }
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            pipelines_under(&path, out);
-        } else if path.extension().is_some_and(|x| x == "mg") {
-            out.push(path);
-        }
-    }
-}
-
-pub fn gc(all: bool, dry_run: bool, store: &StoreArg, registry: &StdRegistry) -> Exit {
-    let root = store.store.clone().unwrap_or_else(|| PathBuf::from(".medgen"));
-    if !root.join("objects").is_dir() {
-        eprintln!("error: {} is not a medgen store (no objects/); give it with --store", root.display());
-        return Exit::Errors;
-    }
-    let opened = match Store::open(&root) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot open the store {}: {e}", root.display());
-            return Exit::Errors;
-        }
-    };
-    let mut live: BTreeSet<StageKey> = BTreeSet::new();
-    let mut pending: Vec<StageKey> = Vec::new();
-    if !all {
-        let base = root
-            .canonicalize()
-            .ok()
-            .and_then(|r| r.parent().map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from("."));
-        let mut files = Vec::new();
-        pipelines_under(&base, &mut files);
-        files.sort();
-        let runtime = StdRuntime::new();
-        let stats = StatCache::load(&opened.stat_cache_path());
-        let mut broken = Vec::new();
-        for file in &files {
-            let report = medgen_lang::check_file(file, &[], registry);
-            let Some(pipeline) = report.pipeline else {
-                broken.push(file.display().to_string());
-                continue;
-            };
-            let dag = Dag::lower(&pipeline, registry);
-            let dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-            for (_, state) in plan_states(&dag, &opened, &stats, &dir, &runtime, false) {
-                match state {
-                    State::UpToDate(entry) => {
-                        live.insert(entry.key);
-                    }
-                    State::Stale { record, .. } => pending.push(record.key.digest()),
-                    _ => {}
-                }
-            }
-        }
-        if !broken.is_empty() {
-            eprintln!("error: cannot tell what these pipelines use, because they do not check: {}", broken.join(", "));
-            eprintln!("  fix them (`medgen check`), or remove everything with `medgen gc --all`");
-            return Exit::Errors;
-        }
-        eprintln!("{} pipelines under {} use {} stored outputs", files.len(), base.display(), live.len());
-    }
-    let dead: Vec<StageKey> = opened.keys().into_iter().filter(|k| !live.contains(k)).collect();
-    let (count, freed) = if dry_run {
-        (dead.len(), dead.iter().map(|k| dir_size(&root.join("objects").join(k.hex()))).sum::<u64>())
-    } else {
-        let freed: u64 = dead.iter().map(|k| opened.remove(*k)).sum::<u64>() + opened.remove_leftovers(&pending);
-        (dead.len(), freed)
-    };
-    let verb = if dry_run { "would remove" } else { "removed" };
-    eprintln!("{verb} {count} stored output{} ({})", if count == 1 { "" } else { "s" }, bytes(freed));
-    Exit::Ok
-}
-
 /// `1.2 MB`.
-fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];
     let mut value = n as f64;
     let mut unit = 0;

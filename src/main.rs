@@ -22,6 +22,7 @@ macro_rules! outln {
 }
 
 mod engine_cmds;
+mod gc;
 mod lang_cmds;
 mod progress;
 
@@ -62,7 +63,7 @@ Examples:
   medgen check pipelines/*.mg
   medgen plan pipelines/quickstart.mg --set ldm.epochs=5
   medgen run pipelines/quickstart.mg -j 2
-  medgen show ldm
+  medgen show ldm --pipeline pipelines/quickstart.mg
   medgen explain E0112";
 
 /// medgen: declarative, cached medical-image generation experiments.
@@ -86,10 +87,12 @@ enum Color {
     Never,
 }
 
-/// Where the store is: `--store DIR`, else `$MEDGEN_STORE`, else `.medgen/` beside the pipeline.
+/// Where the store is: `--store DIR`, else `$MEDGEN_STORE`, else `.medgen/` beside the pipeline
+/// (`engine_cmds::store_root` is the rule).
 #[derive(clap::Args, Clone)]
 pub struct StoreArg {
-    /// The store directory [default: .medgen beside the pipeline file, or $MEDGEN_STORE].
+    /// The store directory [default: $MEDGEN_STORE, or .medgen beside the pipeline file, or
+    /// .medgen here when no pipeline is named].
     #[arg(long, env = "MEDGEN_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
 }
@@ -164,11 +167,14 @@ enum Command {
         format: GraphFormat,
     },
     /// Show a stage's stored outputs, metrics and parameters.
-    #[command(after_help = "Examples:\n  medgen show ldm\n  medgen show ldm --pipeline pipelines/quickstart.mg")]
+    #[command(
+        after_help = "Examples:\n  medgen show ldm --pipeline pipelines/quickstart.mg\n  medgen show ldm   (in the pipeline's directory)"
+    )]
     Show {
         /// The stage (all its instances) or one instance (`ldm[lr=1e-4]`).
         stage: String,
-        /// The pipeline [default: the one of the last `medgen run` with this store].
+        /// The pipeline; its store is beside it [default: the pipeline of the last `medgen run`
+        /// with the store of the current directory, or --store].
         #[arg(long, value_name = "FILE")]
         pipeline: Option<PathBuf>,
         /// Override a parameter, as for `run`.
@@ -177,11 +183,21 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// Remove stored outputs that no pipeline under the store's directory uses any more.
-    #[command(after_help = "Examples:\n  medgen gc --dry-run\n  medgen gc --all")]
+    /// Remove stored outputs that the pipelines named, or those of the store's recorded runs, do
+    /// not use.
+    #[command(
+        after_help = "What is kept: what each pipeline's instances use now (as `plan` sees them); for a recorded \
+                      pipeline that no longer exists or checks, every output its runs made.\n\nExamples:\n  \
+                      medgen gc pipelines/quickstart.mg --dry-run\n  medgen gc --store pipelines/.medgen\n  \
+                      medgen gc --all --store pipelines/.medgen"
+    )]
     Gc {
+        /// The pipelines whose outputs to keep; their store is beside them [default: the
+        /// pipelines named in the store's run records].
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Remove every stored output, used or not.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "files")]
         all: bool,
         /// Say what would be removed, and remove nothing.
         #[arg(long)]
@@ -262,7 +278,7 @@ fn main() -> ExitCode {
         Command::Show { stage, pipeline, overrides, store } => {
             engine_cmds::show(&stage, pipeline, &overrides, &store, &registry, color)
         }
-        Command::Gc { all, dry_run, store } => engine_cmds::gc(all, dry_run, &store, &registry),
+        Command::Gc { files, all, dry_run, store } => gc::gc(&files, all, dry_run, &store, &registry),
         Command::Fmt { files, check } => lang_cmds::every(&files, |f| lang_cmds::fmt(f, check, color)).into(),
         Command::Explain { code, list, all } => lang_cmds::explain(code.as_deref(), list, all, &registry).into(),
         Command::Stages { kind, markdown } => lang_cmds::stages(kind.as_deref(), markdown, &registry).into(),

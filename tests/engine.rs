@@ -82,6 +82,11 @@ impl Project {
         self.command(args).output().expect("medgen runs")
     }
 
+    /// `medgen ARGS` in the project's subdirectory `rel`.
+    fn medgen_in(&self, rel: &str, args: &[&str]) -> Output {
+        self.command(args).current_dir(self.path(rel)).output().expect("medgen runs")
+    }
+
     fn store_arg(&self) -> &str {
         self.store.to_str().expect("utf-8 temp path")
     }
@@ -723,6 +728,8 @@ fn kill_9_during_a_stage_records_nothing_and_the_next_run_completes() {
     assert_eq!(p.ran(), ["last", "slow"], "{err}");
     assert_eq!(p.stored(), ["first", "last", "slow"]);
     assert_eq!(fs::read_to_string(p.object_of("last").join("out/o")).expect("output"), "data\n");
+    // The dead process's lock on `slow` was taken over, and its file went with the release.
+    assert_eq!(entries(&p.store.join("locks")), Vec::<PathBuf>::new());
     p.run_ok(&[]);
     assert_eq!(p.ran(), Vec::<String>::new());
 
@@ -889,6 +896,85 @@ fn a_truncated_output_is_noticed_by_a_plain_run() {
     assert_eq!(p.ran(), [STATS], "{err}");
     assert_eq!(fs::metadata(p.object_of(STATS).join("out/count")).expect("count").len(), size);
     p.run_ok(&[]);
+    assert_eq!(p.ran(), Vec::<String>::new());
+}
+
+#[test]
+fn an_edited_metric_is_caught_and_recomputed() {
+    let p = Project::new("metric");
+    p.pipeline(
+        r#"pipeline gate
+
+stage score = shell {
+  command = "@LOG && echo '{\"acc\": 0.5}' > {out.metrics}"
+  outputs = [metrics]
+  metrics = [acc]
+  expect acc >= 0.8
+}
+"#,
+    );
+    let o = p.run(&[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(p.ran(), ["score"]);
+    // No file's hash covers a metric: only the manifest holds it.
+    let manifest = p.object_of("score").join("manifest.json");
+    let text = fs::read_to_string(&manifest).expect("manifest.json");
+    assert_eq!(text.matches("\"acc\": 0.5").count(), 1, "{text}");
+    fs::write(&manifest, text.replace("\"acc\": 0.5", "\"acc\": 0.9")).expect("edit the metric");
+
+    assert_plan(
+        &p.plan(&[]),
+        &[("score", "will run", "stored output is corrupt (manifest.json was changed after it was written")],
+    );
+    let o = p.run(&["--verify"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "the edited value passed the expectation: {err}");
+    assert!(err.contains("score  acc >= 0.8  measured 0.500000  FAILED"), "{err}");
+    assert_eq!(p.ran(), ["score"], "{err}");
+    assert_eq!(entries(&p.store.join("corrupt")).len(), 1, "the edited entry is kept aside");
+    let o = p.run(&["--verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(p.ran(), Vec::<String>::new());
+}
+
+#[test]
+fn verify_refuses_a_file_added_to_a_stored_output() {
+    let p = graph_project("extra");
+    fs::write(p.object_of(PREP).join("out/extra"), "x").expect("add a file");
+    let err = p.run_ok(&["--verify"]);
+    assert!(err.contains("run      prep  (stored output is corrupt (extra is not in its manifest"), "{err}");
+    assert_eq!(p.ran(), [PREP], "{err}");
+    assert!(!p.object_of(PREP).join("out/extra").exists());
+}
+
+#[test]
+fn identical_output_files_are_stored_once() {
+    let p = Project::new("dedup");
+    p.pipeline(
+        r#"pipeline dedup
+
+stage train = shell {
+  command = "@LOG && echo weights > {out.best} && echo weights > {out.last} && echo other > {out.log}"
+  outputs = [best, last, log]
+}
+
+stage consume = shell {
+  command = "@LOG && cat {train.best} {train.last} > {out.o}"
+  outputs = [o]
+}
+"#,
+    );
+    p.run_ok(&[]);
+    assert_eq!(p.ran(), ["consume", "train"]);
+    let out = p.object_of("train").join("out");
+    let inode = |name: &str| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(out.join(name)).expect("a stored file").ino()
+    };
+    assert_eq!(inode("best"), inode("last"), "identical files are one file");
+    assert_ne!(inode("best"), inode("log"));
+    assert_eq!(fs::read_to_string(p.object_of("consume").join("out/o")).expect("o"), "weights\nweights\n");
+    p.run_ok(&["--verify"]);
     assert_eq!(p.ran(), Vec::<String>::new());
 }
 
@@ -1182,6 +1268,231 @@ fn gc_removes_only_what_no_pipeline_uses() {
     );
     p.run_ok(&[]);
     assert_eq!(p.ran(), ["leaf", "prep"]);
+}
+
+/// A second pipeline for stores that two pipelines share.
+const OTHER: &str = r#"pipeline other
+
+stage solo = shell {
+  command = "@LOG && echo solo > {out.o}"
+  outputs = [o]
+}
+"#;
+
+/// Runs `medgen gc ARGS` in the project directory; returns its exit code and stderr.
+fn gc_in(p: &Project, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["gc"];
+    all.extend(args);
+    let o = p.medgen(&all);
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn gc_without_a_known_pipeline_removes_nothing() {
+    // The store is away from the pipeline: no pipeline file is anywhere under its directory.
+    let p = Project::new("gcaway");
+    p.write("data/raw.csv", "b\na\n");
+    p.pipeline(TWO);
+    let store = p.path("stores/one");
+    let store_arg = store.to_str().expect("utf-8 temp path");
+    let o = p.medgen(&["run", "p.mg", "--store", store_arg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let objects = || entries(&store.join("objects")).len();
+    assert_eq!(objects(), 2);
+
+    // The store's run records name the pipeline: its outputs are in use.
+    let (code, err) = gc_in(&p, &["--store", store_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 0, "{err}");
+    assert!(err.contains(&format!("{}: uses 2 stored outputs", p.path("p.mg").display())), "{err}");
+    assert_eq!(objects(), 2);
+    let o = p.command(&["gc"]).env("MEDGEN_STORE", &store).output().expect("medgen runs");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(objects(), 2, "with $MEDGEN_STORE: {}", stderr(&o));
+
+    // Without run records gc cannot tell what is used: it removes nothing, and says what to pass.
+    for record in entries(&store.join("runs")) {
+        fs::remove_file(record).expect("remove a run record");
+    }
+    let (code, err) = gc_in(&p, &["--store", store_arg]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no run is recorded in") && err.contains("nothing was removed"), "{err}");
+    assert!(err.contains("`medgen gc FILE...`") && err.contains("`medgen gc --all`"), "{err}");
+    assert_eq!(objects(), 2);
+
+    // Naming the pipeline works without records; `--all` is the way to empty the store.
+    let (code, err) = gc_in(&p, &["p.mg", "--store", store_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(objects(), 2, "{err}");
+    let (code, err) = gc_in(&p, &["--all", "--store", store_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 2, "{err}");
+    assert_eq!(objects(), 0);
+}
+
+#[test]
+fn gc_keeps_the_outputs_of_a_recorded_pipeline_that_is_gone_or_broken() {
+    let p = Project::new("gcunknown");
+    p.write("data/raw.csv", "b\na\n");
+    p.pipeline(TWO);
+    p.write("q.mg", &p.expand(OTHER));
+    p.run_ok(&[]);
+    let o = p.medgen(&["run", "q.mg", "--store", p.store_arg()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    p.edit("params  = {scale: 1}", "params  = {scale: 2}");
+    p.run_ok(&[]);
+    assert_eq!(p.ran(), ["leaf", "leaf", "prep", "solo"]);
+    assert_eq!(p.stored(), ["leaf", "leaf", "prep", "solo"]);
+    let q = p.path("q.mg").display().to_string();
+
+    // Gone: its outputs are unknown, not unused. Only p.mg's old `leaf` goes.
+    fs::remove_file(p.path("q.mg")).expect("remove q.mg");
+    let (code, err) = gc_in(&p, &["--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 1, "{err}");
+    assert!(err.contains(&format!("{q}: no longer exists; keeping the 1 stored output its runs made")), "{err}");
+    assert_eq!(p.stored(), ["leaf", "prep", "solo"]);
+
+    // Broken: the same.
+    p.write("q.mg", "pipeline other\n\nstage solo = shell {\n  command = 3\n}\n");
+    let (code, err) = gc_in(&p, &["--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 0, "{err}");
+    assert!(err.contains(&format!("{q}: does not check; keeping the 1 stored output its runs made")), "{err}");
+    assert_eq!(p.stored(), ["leaf", "prep", "solo"]);
+
+    // Named pipelines are the ones gc is told to keep: the others' outputs go, and gc says whose.
+    let (code, err) = gc_in(&p, &["p.mg", "--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("runs recorded in this store also used {q}")), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 1, "{err}");
+    assert_eq!(p.stored(), ["leaf", "prep"]);
+    p.run_ok(&[]);
+    assert_eq!(p.ran(), Vec::<String>::new());
+}
+
+#[test]
+fn gc_reads_no_pipeline_it_was_not_told_about() {
+    let p = Project::new("gcscan");
+    p.write("data/raw.csv", "b\na\n");
+    p.pipeline(TWO);
+    // Pipelines that never ran with this store, one of them broken: none of gc's business.
+    p.write("fixtures/broken.mg", "pipeline broken\nstage = \n");
+    p.write("fixtures/other.mg", &p.expand(OTHER));
+    let o = p.medgen(&["run", "p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (code, err) = gc_in(&p, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("fixtures"), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 0, "{err}");
+    assert_eq!(entries(&p.path(".medgen/objects")).len(), 2);
+}
+
+#[test]
+fn gc_keeps_what_early_cut_off_may_bring_back() {
+    let p = Project::new("gccutoff");
+    p.write("data/raw.csv", "b\na\n");
+    p.pipeline(TWO);
+    p.run_ok(&[]);
+    let set = ["--set", "leaf.params={scale: 3}"];
+    p.run_ok(&set);
+    assert_eq!(p.ran(), ["leaf", "leaf", "prep"]);
+    // The input changes but sorts the same: prep must rerun, and each leaf waits on its output,
+    // which will be the one both leaves' outputs were made from.
+    p.write("data/raw.csv", "a\nb\n");
+    let (code, err) = gc_in(&p, &["--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(gc_summary(&err, "removed ").0, 1, "only prep's old output goes: {err}");
+    assert_eq!(err.matches("uses 0 stored outputs, and keeps 1 more that a stage waiting").count(), 2, "{err}");
+    assert_eq!(p.stored(), ["leaf", "leaf"]);
+    p.run_ok(&[]);
+    p.run_ok(&set);
+    assert_eq!(p.ran(), ["prep"], "both leaves were cut off");
+}
+
+#[test]
+fn show_status_and_gc_find_the_store_run_used_from_another_directory() {
+    let p = Project::new("elsewhere");
+    p.write("proj/data/raw.csv", "b\na\n");
+    p.write("proj/p.mg", &p.expand(TWO));
+    // From the parent directory, as after the README's quickstart: the store is beside the file.
+    let o = p.medgen(&["run", "proj/p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let objects = || entries(&p.path("proj/.medgen/objects")).len();
+    assert_eq!(objects(), 2);
+    assert!(!p.path(".medgen").exists(), "run stores beside the pipeline");
+
+    let o = p.medgen(&["status", "proj/p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let status = parse_plan(&stdout(&o));
+    assert!(status.values().all(|(state, _)| state == "up to date"), "{status:?}");
+    let o = p.medgen(&["show", "prep", "--pipeline", "proj/p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("  state:   up to date"), "{}", stdout(&o));
+    // No pipeline and no store here: nothing to guess; the message says what to pass.
+    let o = p.medgen(&["show", "prep"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no store in the current directory"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`medgen show prep --pipeline FILE`"), "{}", stderr(&o));
+    // In the pipeline's directory, the store there and the pipeline of its last run.
+    let o = p.medgen_in("proj", &["show", "prep"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("  state:   up to date"), "{}", stdout(&o));
+
+    let edited = fs::read_to_string(p.path("proj/p.mg")).expect("p.mg").replace("{scale: 1}", "{scale: 2}");
+    p.write("proj/p.mg", &edited);
+    let o = p.medgen(&["run", "proj/p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(objects(), 3);
+    let o = p.medgen(&["gc"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`medgen gc FILE...`"), "{}", stderr(&o));
+    let o = p.medgen(&["gc", "proj/p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(gc_summary(&stderr(&o), "removed ").0, 1, "{}", stderr(&o));
+    assert_eq!(objects(), 2);
+    let o = p.medgen_in("proj", &["gc"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(gc_summary(&stderr(&o), "removed ").0, 0, "{}", stderr(&o));
+}
+
+#[test]
+fn show_in_a_copied_project_reads_the_copy() {
+    let old = Project::new("copied-from");
+    old.write("data/raw.csv", "b\na\nc\n");
+    old.pipeline(GRAPH);
+    let o = old.medgen(&["run", "p.mg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let new = Project::new("copied-to");
+    copy_tree(&old.dir, &new.dir);
+    // The original's outputs are gone; the copy has its own.
+    fs::remove_dir_all(old.path(".medgen")).expect("remove the original store");
+    let o = new.medgen(&["show", "prep"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("  state:   up to date"), "{out}");
+    assert!(out.contains(&format!("  output:  {}", new.path(".medgen/objects").display())), "{out}");
+    assert!(!old.path(".medgen").exists(), "show created a store beside the original");
+    // gc in the copy evaluates the copy's pipeline.
+    let (code, err) = gc_in(&new, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("{}: uses 6 stored outputs", new.path("p.mg").display())), "{err}");
+}
+
+#[test]
+fn lock_files_go_when_released_and_at_gc() {
+    let p = graph_project("locks");
+    assert_eq!(entries(&p.store.join("locks")), Vec::<PathBuf>::new(), "every lock was released");
+    // What a holder killed by SIGKILL leaves: the file, which no one holds.
+    let key = p.object_of(PREP).file_name().expect("a key").to_string_lossy().into_owned();
+    fs::write(p.store.join("locks").join(format!("{key}.lock")), "").expect("a leftover lock file");
+    let (code, err) = gc_in(&p, &["--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(entries(&p.store.join("locks")), Vec::<PathBuf>::new(), "gc removes free lock files");
+    fs::write(p.store.join("locks").join(format!("{key}.lock")), "").expect("a leftover lock file");
+    let (code, err) = gc_in(&p, &["--all", "--store", p.store_arg()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(entries(&p.store.join("locks")), Vec::<PathBuf>::new(), "gc --all too");
 }
 
 #[test]

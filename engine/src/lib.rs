@@ -5,6 +5,8 @@
 //! - [`key`]: cache keys (read its module doc for what goes into a key and what never does);
 //! - [`digest`], [`hash`]: typed blake3 digests, parallel file hashing with a stat cache;
 //! - [`store`]: the crash-safe content-addressed store under `.medgen/`;
+//! - [`lock`]: per-key locks between processes, whose files go when released;
+//! - [`runs`]: run records, which tell a store which pipelines use it;
 //! - [`plan`]: what would run and why;
 //! - [`schedule`]: running instances in parallel, with per-key locks across processes;
 //! - [`runner`]: the interface stage kinds implement (medgen-stdlib registers them);
@@ -17,7 +19,9 @@ pub mod digest;
 pub mod graph;
 pub mod hash;
 pub mod key;
+pub mod lock;
 pub mod plan;
 pub mod runner;
+pub mod runs;
 pub mod schedule;
 pub mod store;

@@ -76,6 +76,57 @@ pub fn instance_key(
     })
 }
 
+/// What an instance's key will hold once its upstream outputs are known: everything but them.
+/// An instance that waits on an upstream rerun (or on an input file that cannot be read now)
+/// has no key yet, but only a stored output whose key matches this pattern can become its
+/// output again — through early cut-off, when the upstream rerun reproduces the output that
+/// key was made with. `medgen gc` keeps those and can remove the rest.
+#[derive(Clone, Debug)]
+pub struct KeyPattern {
+    kind: String,
+    implementation: u32,
+    config: serde_json::Value,
+    /// Dotted parameter position → the file's digest; `None` when it cannot be read now (it
+    /// may be there again, with any content).
+    files: BTreeMap<String, Option<crate::digest::FileDigest>>,
+}
+
+impl KeyPattern {
+    /// Whether `key` could be the instance's key.
+    pub fn matches(&self, key: &CacheKey) -> bool {
+        key.schema == KEY_SCHEMA
+            && key.kind == self.kind
+            && key.implementation == self.implementation
+            && key.config == self.config
+            && key.files.len() == self.files.len()
+            && self.files.iter().all(|(position, digest)| {
+                key.files.get(position).is_some_and(|d| digest.is_none_or(|digest| *d == digest))
+            })
+    }
+}
+
+/// The [`KeyPattern`] of an instance, whatever the state of its upstream instances.
+pub fn key_pattern(
+    dag: &Dag,
+    node: NodeIndex,
+    stats: &StatCache,
+    pipeline_dir: &Path,
+    runtime: &dyn Runtime,
+) -> KeyPattern {
+    let inst = dag.instance(node);
+    let files = inst
+        .files
+        .iter()
+        .map(|(position, rel)| (position.clone(), stats.path(&pipeline_dir.join(rel), false).ok()))
+        .collect();
+    KeyPattern {
+        kind: inst.kind.clone(),
+        implementation: runtime.runner(&inst.kind).map_or(0, |r| r.version()),
+        config: inst.config.clone(),
+        files,
+    }
+}
+
 /// Why an instance with this record must run (it has no sound entry).
 pub fn reasons(store: &Store, record: &KeyRecord) -> Vec<StaleReason> {
     match store.last(&record.pipeline, &record.instance) {

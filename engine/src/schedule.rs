@@ -109,6 +109,18 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run that has not done anything yet: what its record says while it runs.
+    pub fn starting(pipeline: &str, started: u64) -> RunReport {
+        RunReport {
+            pipeline: pipeline.to_string(),
+            started,
+            seconds: 0.0,
+            instances: Vec::new(),
+            expects: Vec::new(),
+            cancelled: false,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.instances.iter().any(|i| matches!(i.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. }))
     }

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! objects/<key>/      one committed stage instance: out/ (its files), manifest.json,
-//!                     key.json (what made the key), log.txt (the stage's output)
+//!                     manifest.blake3 (the manifest's digest), key.json (what made the key),
+//!                     log.txt (the stage's output)
 //! tmp/<key>.<pid>.<n> an attempt in progress; never read by anyone but its owner
 //! work/<key>/         a stage's checkpoints, kept across crashes so a rerun resumes
-//! locks/<key>.lock    per-key locks (flock: released by the kernel when the holder dies)
+//! locks/<key>.lock    per-key locks, removed on release (see `lock.rs`)
 //! index/<pipeline>/   per instance name, the key and output of its last success
-//! runs/               one record per `medgen run`
+//! runs/               one record per `medgen run` (see `runs.rs`)
 //! statcache.json      input-file hashes by stat, to skip re-reading unchanged data
 //! ```
 //!
@@ -15,22 +16,40 @@
 //! and the directory is renamed to `objects/<key>` — one atomic step — only after the stage
 //! succeeded and every file and the manifest were flushed to disk. A failed, killed or
 //! cancelled attempt leaves at most a `tmp/` directory, which nothing trusts and `medgen gc`
-//! removes. An entry in `objects/` is checked cheaply (its manifest parses and every file has
-//! its recorded size) before each use, and fully (every file re-hashed) with `--verify`; a
-//! corrupt one is moved to `corrupt/` and recomputed.
+//! removes.
+//!
+//! Nothing in an entry is trusted because it is there. Before each use an entry is checked
+//! cheaply: its manifest parses, its digest is the one recorded beside it when it was written
+//! (so an edited metric, which no file hash covers, is caught — and the manifest's digest is
+//! what downstream keys depend on), and every file has its recorded size. `--verify` also
+//! re-hashes every file, refuses files the manifest does not list, and checks that `key.json`
+//! describes the entry's key. A corrupt entry is moved to `corrupt/` and recomputed.
+//!
+//! Files of one entry with identical content (a training stage's best weights that are also its
+//! last) are stored once: hard links to one file, made in the attempt before it is committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{FileDigest, OutputDigest, StageKey};
 use crate::hash::hash_file;
 use crate::key::CacheKey;
+use crate::lock::{self, KeyLock};
+
+/// An entry's manifest: each file's digest and size, and the metrics.
+const MANIFEST: &str = "manifest.json";
+
+/// The manifest's digest, recorded when the entry was written.
+const MANIFEST_DIGEST: &str = "manifest.blake3";
+
+/// What made an entry's key.
+const KEY_RECORD: &str = "key.json";
 
 /// Writes `bytes` to `path` through a temporary file and a rename, flushed to disk.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -88,8 +107,8 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
         let path = entry.path();
         if entry.file_type()?.is_dir() {
             collect(root, &path, out)?;
-        } else {
-            out.push(path.strip_prefix(root).expect("below root").to_string_lossy().into_owned());
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
         }
     }
     Ok(())
@@ -157,11 +176,6 @@ impl Attempt {
     }
 }
 
-/// A held per-key lock; dropping it releases the lock.
-pub struct KeyLock {
-    _file: File,
-}
-
 pub struct Store {
     root: PathBuf,
 }
@@ -202,17 +216,34 @@ impl Store {
         Ok(dir)
     }
 
-    /// The committed entry of `key`, if there is one and it passes the cheap check (its
-    /// manifest parses and every file exists with its recorded size).
+    /// The committed entry of `key`, if there is one and it passes the cheap check: its
+    /// manifest parses and has the digest recorded when it was written, and every file exists
+    /// with its recorded size.
     pub fn entry(&self, key: StageKey) -> Result<Option<Entry>, String> {
         let dir = self.object_dir(key);
-        let manifest_path = dir.join("manifest.json");
-        let bytes = match fs::read(&manifest_path) {
+        let bytes = match fs::read(dir.join(MANIFEST)) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read its manifest: {e}")),
         };
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable manifest: {e}"))?;
+        let output = manifest.digest();
+        let recorded = match fs::read_to_string(dir.join(MANIFEST_DIGEST)) {
+            Ok(text) => OutputDigest::parse(text.trim()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "{MANIFEST_DIGEST}, the digest of its manifest, is missing (written by an older medgen, or removed)"
+                ))
+            }
+            Err(e) => return Err(format!("cannot read {MANIFEST_DIGEST}: {e}")),
+        };
+        match recorded {
+            Some(d) if d == output => {}
+            Some(_) => {
+                return Err(format!("{MANIFEST} was changed after it was written (its files or metrics differ)"))
+            }
+            None => return Err(format!("{MANIFEST_DIGEST} is not a digest")),
+        }
         for (rel, f) in &manifest.files {
             match fs::metadata(dir.join("out").join(rel)) {
                 Ok(m) if m.len() == f.size => {}
@@ -220,17 +251,31 @@ impl Store {
                 Err(_) => return Err(format!("{rel} is missing")),
             }
         }
-        let output = manifest.digest();
         Ok(Some(Entry { key, dir, manifest, output }))
     }
 
-    /// Re-hashes every file of an entry against its manifest.
+    /// Checks an entry (already checked cheaply) against everything it records: re-hashes every
+    /// file, refuses files its manifest does not list, and checks that its key record describes
+    /// its key.
     pub fn verify(&self, entry: &Entry) -> Result<(), String> {
+        let out = entry.out_dir();
+        let mut present = Vec::new();
+        collect(&out, &out, &mut present).map_err(|e| format!("cannot list its files: {e}"))?;
+        if let Some(extra) = present.iter().find(|rel| !entry.manifest.files.contains_key(*rel)) {
+            return Err(format!("{extra} is not in its manifest"));
+        }
         for (rel, f) in &entry.manifest.files {
-            let digest = hash_file(&entry.out_dir().join(rel)).map_err(|e| format!("{rel}: {e}"))?;
+            let digest = hash_file(&out.join(rel)).map_err(|e| format!("{rel}: {e}"))?;
             if digest != f.digest {
                 return Err(format!("{rel} does not match its recorded hash"));
             }
+        }
+        let record: KeyRecord = fs::read(entry.dir.join(KEY_RECORD))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| format!("unreadable {KEY_RECORD}: {e}"))?;
+        if record.key.digest() != entry.key {
+            return Err(format!("{KEY_RECORD} describes another key"));
         }
         Ok(())
     }
@@ -242,26 +287,15 @@ impl Store {
         Ok(target)
     }
 
-    /// Takes the lock of `key`, waiting while another process (or thread) holds it. A lock
-    /// whose holder died is free: the kernel releases it with the process.
+    fn lock_path(&self, key: StageKey) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", key.hex()))
+    }
+
+    /// Takes the lock of `key`, waiting while another process (or thread) holds it; `None` when
+    /// `cancel` is set while waiting. A lock whose holder died is free: the kernel releases it
+    /// with the process. Releasing the lock removes its file (see `lock.rs`).
     pub fn lock(&self, key: StageKey, cancel: &AtomicBool) -> io::Result<Option<KeyLock>> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join("locks").join(format!("{}.lock", key.hex())))?;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Some(KeyLock { _file: file })),
-                Err(fs::TryLockError::WouldBlock) => {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Ok(None);
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(e),
-            }
-        }
+        lock::acquire(&self.lock_path(key), cancel)
     }
 
     /// A private directory for one attempt at `key`.
@@ -278,15 +312,21 @@ impl Store {
         let key = record.key.digest();
         let _ = fs::remove_dir_all(attempt.scratch_dir());
         let manifest = Manifest::of_dir(&attempt.out_dir(), metrics)?;
+        let relinked = link_identical(&attempt, &manifest);
         for rel in manifest.files.keys() {
             File::open(attempt.out_dir().join(rel))?.sync_all()?;
         }
-        write_atomic(&attempt.dir.join("key.json"), &pretty(record))?;
-        write_atomic(&attempt.dir.join("manifest.json"), &pretty(&manifest))?;
+        for dir in relinked {
+            File::open(dir)?.sync_all()?;
+        }
+        let output = manifest.digest();
+        write_atomic(&attempt.dir.join(KEY_RECORD), &pretty(record))?;
+        write_atomic(&attempt.dir.join(MANIFEST_DIGEST), format!("{}\n", output.hex()).as_bytes())?;
+        write_atomic(&attempt.dir.join(MANIFEST), &pretty(&manifest))?;
         File::open(&attempt.dir)?.sync_all()?;
         let target = self.object_dir(key);
         if let Err(e) = fs::rename(&attempt.dir, &target) {
-            if target.join("manifest.json").exists() {
+            if target.join(MANIFEST).exists() {
                 // Another process committed the same key first: its bytes are as good as ours.
                 attempt.discard();
             } else if target.exists() {
@@ -300,7 +340,6 @@ impl Store {
         }
         File::open(self.root.join("objects"))?.sync_all()?;
         let _ = fs::remove_dir_all(self.root.join("work").join(key.hex()));
-        let output = manifest.digest();
         Ok(Entry { key, dir: target, manifest, output })
     }
 
@@ -341,7 +380,7 @@ impl Store {
         entries.filter_map(|e| fs::read(e.ok()?.path()).ok()).filter_map(|b| serde_json::from_slice(&b).ok()).collect()
     }
 
-    /// Writes a run record; returns its path.
+    /// Writes a new run record; returns its path.
     pub fn record_run(&self, record: &impl Serialize, started: u64) -> io::Result<PathBuf> {
         // Zero-padded so that names sort by time.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -350,12 +389,26 @@ impl Store {
         Ok(path)
     }
 
-    /// The newest run record, if any.
-    pub fn latest_run(&self) -> Option<PathBuf> {
-        let mut runs: Vec<PathBuf> =
-            fs::read_dir(self.root.join("runs")).ok()?.filter_map(|e| Some(e.ok()?.path())).collect();
+    /// Replaces the run record at `path` (what `record_run` returned) by `record`.
+    pub fn rewrite_run(&self, path: &Path, record: &impl Serialize) -> io::Result<()> {
+        write_atomic(path, &pretty(record))
+    }
+
+    /// The run records, oldest first (see `runs.rs` for what is in them).
+    pub fn runs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.root.join("runs")) else { return Vec::new() };
+        let mut runs: Vec<PathBuf> = entries
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
         runs.sort();
-        runs.pop()
+        runs
+    }
+
+    /// The key record of a committed entry.
+    pub fn key_record(&self, key: StageKey) -> Option<KeyRecord> {
+        let bytes = fs::read(self.object_dir(key).join(KEY_RECORD)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Keys of every committed entry.
@@ -380,9 +433,10 @@ impl Store {
         freed
     }
 
-    /// Removes attempts and work directories left by processes that are gone, and what is in
-    /// `corrupt/`; returns the bytes freed. `live_work` are keys whose checkpoints to keep.
-    pub fn remove_leftovers(&self, live_work: &[StageKey]) -> u64 {
+    /// Removes attempts and work directories left by processes that are gone, what is in
+    /// `corrupt/`, and lock files nobody holds; returns the bytes freed. `live_work` are keys
+    /// whose checkpoints to keep.
+    pub fn remove_leftovers(&self, live_work: &BTreeSet<StageKey>) -> u64 {
         let mut freed = 0;
         if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
             for e in entries.flatten() {
@@ -405,6 +459,11 @@ impl Store {
                 }
             }
         }
+        if let Ok(entries) = fs::read_dir(self.root.join("locks")) {
+            for e in entries.flatten() {
+                lock::remove_if_free(&e.path());
+            }
+        }
         freed
     }
 }
@@ -420,13 +479,55 @@ fn process_alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
 }
 
-/// Total size of the files under `path`.
+/// Total size of the files under `path`, each file counted once however many links it has.
 pub fn dir_size(path: &Path) -> u64 {
+    size_once(path, &mut HashSet::new())
+}
+
+fn size_once(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
-    if !meta.is_dir() {
-        return meta.len();
+    if meta.is_dir() {
+        let Ok(entries) = fs::read_dir(path) else { return 0 };
+        return entries.flatten().map(|e| size_once(&e.path(), seen)).sum();
     }
-    fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+    if seen.insert((meta.dev(), meta.ino())) {
+        meta.len()
+    } else {
+        0
+    }
+}
+
+/// Makes the files of an attempt with identical content one file: each is replaced by a hard
+/// link to the first of them. Only regular files with no other link take part, so nothing
+/// outside the attempt is ever linked to. Saving space is all it does, so it gives up quietly
+/// where links cannot be made (the files stay as they are). Returns the directories it changed,
+/// to be flushed with the rest.
+fn link_identical(attempt: &Attempt, manifest: &Manifest) -> BTreeSet<PathBuf> {
+    let out = attempt.out_dir();
+    let single = |rel: &str| fs::symlink_metadata(out.join(rel)).is_ok_and(|m| m.is_file() && m.nlink() == 1);
+    let mut first: BTreeMap<FileDigest, &str> = BTreeMap::new();
+    let mut changed = BTreeSet::new();
+    for (rel, f) in &manifest.files {
+        if f.size == 0 || !single(rel) {
+            continue;
+        }
+        let Some(original) = first.get(&f.digest) else {
+            first.insert(f.digest, rel);
+            continue;
+        };
+        let link = attempt.dir.join(format!("link.{}", next_id()));
+        let target = out.join(rel);
+        match fs::hard_link(out.join(original), &link).and_then(|()| fs::rename(&link, &target)) {
+            Ok(()) => {
+                changed.extend(target.parent().map(Path::to_path_buf));
+            }
+            Err(e) => {
+                tracing::debug!("{rel} stays a copy of {original}: {e}");
+                let _ = fs::remove_file(&link);
+            }
+        }
+    }
+    changed
 }
 
 /// A pipeline name as a directory name.
@@ -457,5 +558,81 @@ mod tests {
         let back: Manifest = serde_json::from_slice(&pretty(&manifest)).expect("a manifest parses");
         assert_eq!(back.metrics, manifest.metrics);
         assert_eq!(back.digest(), manifest.digest());
+    }
+
+    fn temp_store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("medgen-store-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Store::open(&dir).expect("a store")
+    }
+
+    /// Commits an entry whose stage wrote `files` and measured `acc = 0.9`.
+    fn commit(store: &Store, files: &[(&str, &str)]) -> Entry {
+        let key = CacheKey {
+            schema: crate::key::KEY_SCHEMA,
+            kind: "shell".into(),
+            implementation: 1,
+            config: serde_json::json!({"files": files.len()}),
+            files: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+        };
+        let record = KeyRecord {
+            pipeline: "p".into(),
+            instance: "s".into(),
+            key,
+            file_paths: BTreeMap::new(),
+            upstream_instances: BTreeMap::new(),
+        };
+        let attempt = store.attempt(record.key.digest()).expect("an attempt");
+        for (rel, text) in files {
+            fs::write(attempt.out_dir().join(rel), text).expect("an output");
+        }
+        store.commit(attempt, &record, [("acc".to_string(), 0.9)].into()).expect("committed")
+    }
+
+    #[test]
+    fn an_edited_manifest_is_no_entry() {
+        let store = temp_store("edited");
+        let entry = commit(&store, &[("o", "x")]);
+        assert!(store.entry(entry.key).expect("sound").is_some());
+        let path = entry.dir.join(MANIFEST);
+        let text = fs::read_to_string(&path).expect("manifest");
+        fs::write(&path, text.replace("0.9", "0.99")).expect("edit a metric");
+        let err = store.entry(entry.key).expect_err("an edited metric is caught");
+        assert!(err.contains("manifest.json was changed after it was written"), "{err}");
+        fs::write(&path, text).expect("put it back");
+        assert!(store.entry(entry.key).expect("sound again").is_some(), "only content counts, not the bytes' layout");
+        fs::remove_file(entry.dir.join(MANIFEST_DIGEST)).expect("remove the digest");
+        assert!(store.entry(entry.key).expect_err("no recorded digest").contains("is missing"));
+        fs::remove_dir_all(store.root()).expect("cleanup");
+    }
+
+    #[test]
+    fn identical_files_of_an_entry_are_stored_once() {
+        let store = temp_store("dedup");
+        let entry =
+            commit(&store, &[("best", "weights"), ("last", "weights"), ("log", "other"), ("e1", ""), ("e2", "")]);
+        let ino = |rel: &str| fs::metadata(entry.out_dir().join(rel)).expect("stored").ino();
+        assert_eq!(ino("best"), ino("last"));
+        assert_ne!(ino("best"), ino("log"));
+        assert_ne!(ino("e1"), ino("e2"), "empty files are left alone");
+        assert_eq!(dir_size(&entry.out_dir()), ("weights".len() + "other".len()) as u64);
+        store.verify(&entry).expect("a linked entry verifies");
+        fs::remove_dir_all(store.root()).expect("cleanup");
+    }
+
+    #[test]
+    fn verify_refuses_what_the_entry_does_not_record() {
+        let store = temp_store("verify");
+        let entry = commit(&store, &[("o", "x")]);
+        store.verify(&entry).expect("sound");
+        fs::write(entry.out_dir().join("extra"), "y").expect("a file added later");
+        assert_eq!(store.verify(&entry).expect_err("an extra file"), "extra is not in its manifest");
+        fs::remove_file(entry.out_dir().join("extra")).expect("remove it");
+        let path = entry.dir.join(KEY_RECORD);
+        let text = fs::read_to_string(&path).expect("key.json");
+        fs::write(&path, text.replace("\"files\": 1", "\"files\": 2")).expect("edit the key record");
+        assert_eq!(store.verify(&entry).expect_err("another key"), "key.json describes another key");
+        fs::remove_dir_all(store.root()).expect("cleanup");
     }
 }
