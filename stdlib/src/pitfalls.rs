@@ -52,6 +52,7 @@ codes! {
     AUGMENT_ON_LATENTS = "E0126", Error, "a pixel-space setting (`augment`, `rescale`) applied to latents";
     INTENSITY_AUGMENT_ON_MASKS = "E0127", Error, "intensity augmentation applied to segmentation masks";
     QUOTED_PLACEHOLDER = "E0128", Error, "a shell placeholder inside quotes";
+    SHELL_INPUT_OUTSIDE = "E0129", Error, "a shell input outside the pipeline's directory";
     STRUCTURED_LATENT_F32 = "W0101", Warning, "DC-AE structured latent with only 32 channels";
     LATENT_WITHOUT_STABILISERS = "W0102", Warning, "latent diffusion without warm-up or gradient clipping";
     MS_SSIM_SCALES = "W0103", Warning, "MS-SSIM with fewer than five scales";
@@ -109,6 +110,7 @@ pub enum Pitfall {
     CompressorMetric { metric: String, masks: bool },
     IntensityAugmentOnMasks { augment: String },
     QuotedPlaceholder { placeholder: String, quote: char },
+    ShellInputOutside { name: String, path: String },
 }
 
 /// `16×32×32`.
@@ -268,6 +270,11 @@ impl fmt::Display for Pitfall {
             QuotedPlaceholder { placeholder, quote } => {
                 write!(f, "`{{{placeholder}}}` is inside {quote}...{quote} quotes, where its value could end them")
             }
+            ShellInputOutside { name, path } => write!(
+                f,
+                "input `{name}` is \"{path}\", outside the pipeline's directory: a shell stage sees its inputs linked at \
+                 their relative paths in its working directory"
+            ),
         }
     }
 }
@@ -317,6 +324,7 @@ impl DiagnosticKind for Pitfall {
             AugmentOnLatents { .. } | RescaleOnLatents => &AUGMENT_ON_LATENTS,
             IntensityAugmentOnMasks { .. } => &INTENSITY_AUGMENT_ON_MASKS,
             QuotedPlaceholder { .. } => &QUOTED_PLACEHOLDER,
+            ShellInputOutside { .. } => &SHELL_INPUT_OUTSIDE,
         }
     }
 
@@ -438,6 +446,9 @@ impl DiagnosticKind for Pitfall {
             QuotedPlaceholder { .. } => "remove the quotes around it: medgen quotes every placeholder's value as one \
                                           shell word itself, whatever characters it holds"
                 .into(),
+            ShellInputOutside { .. } => {
+                "copy or link the file into the project (a path without `..`, relative to the pipeline file)".into()
+            }
         })
     }
 }

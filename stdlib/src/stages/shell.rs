@@ -138,6 +138,18 @@ impl StageKind for Shell {
             }
         };
         let inputs = keys(cx.value("inputs"));
+        if let Value::Record(files) = cx.value("inputs").clone() {
+            for (name, path) in files {
+                let Some(path) = path.as_str() else { continue };
+                let inside = std::path::Path::new(path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+                if !inside {
+                    let span = cx.span_of("inputs");
+                    cx.error(Pitfall::ShellInputOutside { name, path: path.to_string() }, span);
+                }
+            }
+        }
         let params = keys(cx.value("params"));
         let outputs = declared_outputs(strings(cx.value("outputs")), &strings(cx.value("metrics")));
         let span = cx.span_of("command");
