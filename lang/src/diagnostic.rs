@@ -2,12 +2,21 @@
 //! line. Each crate that raises diagnostics keeps an enum of what can go wrong and writes every
 //! message in one `Display` match (`errors.rs` here, `pitfalls.rs` in medgen-stdlib), so raise
 //! sites never format prose. Rendering to text with a caret under the span is done by miette.
+//!
+//! What is rendered is bounded whatever the input: the source shown is an [`Excerpt`] (lines
+//! cut to a width around the span), and the message, help and labels are cut to
+//! [`MAX_TEXT_CHARS`] characters, so a name a megabyte long is reported in a few lines.
 
 use std::fmt;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 
+use crate::errors::ErrorKind;
+use crate::excerpt::{Excerpt, MAX_COLUMNS};
 use crate::source::{SourceMap, Span};
+
+/// Most characters of a message, help or label rendered.
+pub const MAX_TEXT_CHARS: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,7 +50,8 @@ pub trait DiagnosticKind: fmt::Display {
 pub struct Diagnostic {
     pub code: &'static Code,
     pub message: String,
-    /// Where; `None` only for problems that belong to no file (a missing file on the command line).
+    /// Where; `None` only for problems of the file named on the command line as a whole (it
+    /// cannot be read, or is not text: E0003, whose message then gives the line and byte).
     pub span: Option<Span>,
     /// Short text under the caret.
     pub label: Option<String>,
@@ -101,14 +111,14 @@ impl Diagnostic {
     }
 }
 
-/// A diagnostic prepared for miette: the source of its file, and spans converted to offsets.
+/// A diagnostic prepared for miette: an excerpt of its file, and spans converted to offsets in it.
 #[derive(Debug)]
 struct Rendered {
     code: &'static str,
     severity: Severity,
     message: String,
     help: Option<String>,
-    source: Option<NamedSource<String>>,
+    source: Option<Excerpt>,
     labels: Vec<LabeledSpan>,
     related: Vec<Rendered>,
     /// A note on another diagnostic (in another file), not a problem of its own.
@@ -117,33 +127,43 @@ struct Rendered {
 
 impl Rendered {
     fn new(diag: &Diagnostic, sources: &SourceMap) -> Self {
+        let mut source = None;
         let mut labels = Vec::new();
         let mut related = Vec::new();
         if let Some(span) = diag.span {
-            labels.push(LabeledSpan::new_primary_with_span(diag.label.clone(), to_miette(span)));
-            for (other, note) in &diag.related {
-                if other.file == span.file {
-                    labels.push(LabeledSpan::new_with_span(Some(note.clone()), to_miette(*other)));
+            let here: Vec<&(Span, String)> = diag.related.iter().filter(|(s, _)| s.file == span.file).collect();
+            let spans: Vec<Span> = std::iter::once(span).chain(here.iter().map(|(s, _)| *s)).collect();
+            let (excerpt, mapped) = Excerpt::new(sources.get(span.file), &spans);
+            let texts = std::iter::once(diag.label.as_deref()).chain(here.iter().map(|(_, note)| Some(note.as_str())));
+            for (i, (at, text)) in mapped.into_iter().zip(texts).enumerate() {
+                let text = text.map(|t| clipped(t, MAX_COLUMNS));
+                labels.push(if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, at)
                 } else {
-                    related.push(Rendered {
-                        code: diag.code.id,
-                        severity: diag.severity(),
-                        message: note.clone(),
-                        help: None,
-                        source: Some(named_source(sources, *other)),
-                        labels: vec![LabeledSpan::new_primary_with_span(None, to_miette(*other))],
-                        related: Vec::new(),
-                        note: true,
-                    });
-                }
+                    LabeledSpan::new_with_span(text, at)
+                });
+            }
+            source = Some(excerpt);
+            for (other, note) in diag.related.iter().filter(|(s, _)| s.file != span.file) {
+                let (excerpt, mapped) = Excerpt::new(sources.get(other.file), &[*other]);
+                related.push(Rendered {
+                    code: diag.code.id,
+                    severity: diag.severity(),
+                    message: clipped(note, MAX_TEXT_CHARS),
+                    help: None,
+                    source: Some(excerpt),
+                    labels: mapped.into_iter().map(|at| LabeledSpan::new_primary_with_span(None, at)).collect(),
+                    related: Vec::new(),
+                    note: true,
+                });
             }
         }
         Rendered {
             code: diag.code.id,
             severity: diag.severity(),
-            message: diag.message.clone(),
-            help: diag.help.clone(),
-            source: diag.span.map(|s| named_source(sources, s)),
+            message: clipped(&diag.message, MAX_TEXT_CHARS),
+            help: diag.help.as_deref().map(|h| clipped(h, MAX_TEXT_CHARS)),
+            source,
             labels,
             related,
             note: false,
@@ -151,13 +171,12 @@ impl Rendered {
     }
 }
 
-fn named_source(sources: &SourceMap, span: Span) -> NamedSource<String> {
-    let file = sources.get(span.file);
-    NamedSource::new(file.name.clone(), file.text.clone()).with_language("medgen")
-}
-
-fn to_miette(span: Span) -> SourceSpan {
-    SourceSpan::new(span.start.into(), span.len())
+/// `text`, cut to `max` characters with `…` when it is longer.
+fn clipped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 impl fmt::Display for Rendered {
@@ -209,4 +228,38 @@ impl miette::Diagnostic for Rendered {
 /// Diagnostics in the order a reader wants them: by file, then position.
 pub fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by_key(|d| d.span.map(|s| (s.file, s.start, s.end)));
+}
+
+/// At most `max` of the (sorted) diagnostics of each file, errors kept before warnings, and for
+/// a file that had more, one W0002 at the first left out that counts them. Sorted again.
+pub fn limit_per_file(diags: Vec<Diagnostic>, max: usize) -> Vec<Diagnostic> {
+    let mut by_file: Vec<Vec<Diagnostic>> = Vec::new();
+    for d in diags {
+        let file = d.span.map(|s| s.file);
+        match by_file.last_mut() {
+            Some(group) if group.first().map(|g| g.span.map(|s| s.file)) == Some(file) => group.push(d),
+            _ => by_file.push(vec![d]),
+        }
+    }
+    let mut out = Vec::new();
+    for group in by_file {
+        if group.len() <= max {
+            out.extend(group);
+            continue;
+        }
+        let (mut kept, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+            group.into_iter().partition(Diagnostic::is_error);
+        kept.extend(warnings);
+        let left_out = kept.split_off(max);
+        let errors = left_out.iter().filter(|d| d.is_error()).count();
+        let first = left_out.iter().filter_map(|d| d.span).min_by_key(|s| (s.start, s.end));
+        let kind = ErrorKind::NotShown { errors, warnings: left_out.len() - errors, shown: max };
+        kept.push(match first {
+            Some(span) => Diagnostic::new(kind, span).with_label("the first not shown"),
+            None => Diagnostic::unspanned(kind),
+        });
+        out.extend(kept);
+    }
+    sort(&mut out);
+    out
 }

@@ -23,8 +23,8 @@ macro_rules! codes {
 
 codes! {
     SYNTAX = "E0001", Error, "the file does not follow the pipeline grammar";
-    TOO_DEEP = "E0002", Error, "brackets or operators nested too deeply";
-    USE_FAILED = "E0003", Error, "a `use`d file cannot be read, or files `use` each other in a circle";
+    TOO_DEEP = "E0002", Error, "brackets, operators or constants nested too deeply";
+    USE_FAILED = "E0003", Error, "a file cannot be read as a pipeline, or files `use` each other in a circle";
     PIPELINE_HEADER = "E0004", Error, "missing, repeated or misplaced `pipeline` declaration";
     UNKNOWN_KIND = "E0010", Error, "unknown stage kind, or a kind declared with the wrong keyword";
     DUPLICATE = "E0011", Error, "a name is defined twice";
@@ -47,6 +47,7 @@ codes! {
     PATH_UNREADABLE = "E0031", Error, "a file or directory the pipeline names is missing or unreadable";
     UNRESOLVED = "E0032", Error, "a stage's settings could not be resolved into its configuration (a medgen bug)";
     UNUSED_CONSTANT = "W0001", Warning, "a constant is defined but never used";
+    NOT_SHOWN = "W0002", Warning, "a file has more problems than are shown";
 }
 
 /// Codes no pipeline can produce: they report a disagreement inside medgen (a kind that cannot
@@ -58,7 +59,9 @@ pub static INTERNAL: &[&Code] = &[&UNRESOLVED];
 pub enum ErrorKind {
     Syntax { expected: String, found: String, hint: Option<&'static str> },
     TooDeep { limit: usize },
-    UseUnreadable { path: String, reason: String },
+    TooDeepThroughConstants { limit: usize },
+    FileUnreadable { path: String, problem: FileProblem },
+    UseUnreadable { path: String, problem: FileProblem },
     UseCycle { path: String },
     PipelineMissing,
     PipelineRepeated,
@@ -76,6 +79,8 @@ pub enum ErrorKind {
     UnknownParam { name: String, kind: String, suggestion: Option<String> },
     GivenTwice { name: String },
     TypeMismatch { expected: String, found: String },
+    SeedFromStage { reference: String },
+    CheckedLater { reference: String, stage: String },
     OutOfRange { value: String, range: String },
     UnknownVariant { value: String, of: String, suggestion: Option<String>, options: Vec<String> },
     MissingParam { name: String, of: String },
@@ -100,6 +105,83 @@ pub enum ErrorKind {
     OverrideWholeStage { stage: String },
     TooManyArguments { ctor: String, max: usize },
     Unresolved { stage: String, detail: String },
+    NotShown { errors: usize, warnings: usize, shown: usize },
+}
+
+/// Why a file cannot be checked as a pipeline: it cannot be read, or what it holds is not the
+/// text of a pipeline. Lines and bytes count from 1.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileProblem {
+    /// The operating system's words (no such file, permission denied).
+    Io(String),
+    /// A directory, FIFO, device or socket: never opened, as reading one may block or not end.
+    NotRegular {
+        what: &'static str,
+    },
+    TooLarge {
+        limit: usize,
+    },
+    NotUtf8 {
+        line: usize,
+        byte: usize,
+    },
+    Nul {
+        line: usize,
+        byte: usize,
+    },
+    /// A `use`d file whose name does not end in `.mg`; `link_to` is the file a `.mg` link leads to.
+    NotMg {
+        link_to: Option<String>,
+    },
+}
+
+impl FileProblem {
+    /// Whether the file was read and found not to be a pipeline (rather than not read at all).
+    fn is_not_pipeline(&self) -> bool {
+        matches!(self, FileProblem::NotUtf8 { .. } | FileProblem::Nul { .. } | FileProblem::NotMg { .. })
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        match self {
+            FileProblem::Io(_) => None,
+            FileProblem::NotRegular { .. } => {
+                Some("name a pipeline file; devices, FIFOs and directories are never read")
+            }
+            FileProblem::TooLarge { .. } | FileProblem::Nul { .. } => {
+                Some("a pipeline file is text written by hand; check that the path names the right file")
+            }
+            FileProblem::NotUtf8 { .. } => Some("save the file as UTF-8 text"),
+            FileProblem::NotMg { .. } => Some("`use` reads only pipeline files, whose names end in `.mg`"),
+        }
+    }
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileProblem::Io(e) => write!(f, "{e}"),
+            FileProblem::NotRegular { what } => write!(f, "it is {what}, not a regular file"),
+            FileProblem::TooLarge { limit } => write!(f, "it is larger than {} MiB", limit >> 20),
+            FileProblem::NotUtf8 { line, byte } => write!(f, "line {line}, byte {byte} is not UTF-8 text"),
+            FileProblem::Nul { line, byte } => write!(f, "line {line}, byte {byte} is a NUL byte"),
+            FileProblem::NotMg { link_to: None } => write!(f, "its name does not end in `.mg`"),
+            FileProblem::NotMg { link_to: Some(target) } => {
+                write!(f, "it links to `{target}`, whose name does not end in `.mg`")
+            }
+        }
+    }
+}
+
+fn file_problem(f: &mut fmt::Formatter<'_>, path: &str, problem: &FileProblem) -> fmt::Result {
+    if problem.is_not_pipeline() {
+        write!(f, "`{path}` is not a pipeline file: {problem}")
+    } else {
+        write!(f, "cannot read `{path}`: {problem}")
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn did_you_mean(f: &mut fmt::Formatter<'_>, suggestion: &Option<String>) -> fmt::Result {
@@ -119,7 +201,10 @@ impl fmt::Display for ErrorKind {
         match self {
             Syntax { expected, found, .. } => write!(f, "expected {expected}, found {found}"),
             TooDeep { limit } => write!(f, "nested more than {limit} levels deep"),
-            UseUnreadable { path, reason } => write!(f, "cannot read `{path}`: {reason}"),
+            TooDeepThroughConstants { limit } => {
+                write!(f, "nested more than {limit} levels deep, counting the constants it refers to")
+            }
+            FileUnreadable { path, problem } | UseUnreadable { path, problem } => file_problem(f, path, problem),
             UseCycle { path } => write!(f, "`{path}` is already being read: files `use` each other in a circle"),
             PipelineMissing => write!(f, "the file has no `pipeline NAME` declaration"),
             PipelineRepeated => write!(f, "`pipeline` is declared more than once"),
@@ -158,6 +243,12 @@ impl fmt::Display for ErrorKind {
             }
             GivenTwice { name } => write!(f, "`{name}` is given more than once"),
             TypeMismatch { expected, found } => write!(f, "expected {expected}, found {found}"),
+            SeedFromStage { reference } => {
+                write!(f, "the pipeline seed cannot come from `{reference}`: every stage depends on the seed")
+            }
+            CheckedLater { reference, stage } => {
+                write!(f, "`{reference}` cannot be read here: `{stage}` is checked after this value")
+            }
             OutOfRange { value, range } => write!(f, "{value} is out of range: must be {range}"),
             UnknownVariant { value, of, suggestion, .. } => {
                 write!(f, "`{value}` is not a valid {of}")?;
@@ -199,6 +290,15 @@ impl fmt::Display for ErrorKind {
                 write!(f, "`{ctor}` takes at most {max} positional argument{}", if *max == 1 { "" } else { "s" })
             }
             Unresolved { stage, detail } => write!(f, "the settings of `{stage}` could not be resolved: {detail}"),
+            NotShown { errors, warnings, .. } => write!(
+                f,
+                "{} more {} in this file {} not shown ({}, {})",
+                errors + warnings,
+                if errors + warnings == 1 { "problem" } else { "problems" },
+                if errors + warnings == 1 { "is" } else { "are" },
+                plural(*errors, "error"),
+                plural(*warnings, "warning")
+            ),
         }
     }
 }
@@ -208,8 +308,8 @@ impl DiagnosticKind for ErrorKind {
         use ErrorKind::*;
         match self {
             Syntax { .. } => &SYNTAX,
-            TooDeep { .. } => &TOO_DEEP,
-            UseUnreadable { .. } | UseCycle { .. } => &USE_FAILED,
+            TooDeep { .. } | TooDeepThroughConstants { .. } => &TOO_DEEP,
+            FileUnreadable { .. } | UseUnreadable { .. } | UseCycle { .. } => &USE_FAILED,
             PipelineMissing | PipelineRepeated | PipelineInUsedFile => &PIPELINE_HEADER,
             UnknownKind { .. } | WrongKeyword { .. } => &UNKNOWN_KIND,
             Duplicate { .. } => &DUPLICATE,
@@ -220,7 +320,7 @@ impl DiagnosticKind for ErrorKind {
             MissingInput { .. } | TooManyInputs { .. } => &INPUT_COUNT,
             UnknownParam { .. } => &UNKNOWN_PARAM,
             GivenTwice { .. } => &GIVEN_TWICE,
-            TypeMismatch { .. } => &TYPE_MISMATCH,
+            TypeMismatch { .. } | SeedFromStage { .. } | CheckedLater { .. } => &TYPE_MISMATCH,
             OutOfRange { .. } => &OUT_OF_RANGE,
             UnknownVariant { .. } => &UNKNOWN_VARIANT,
             MissingParam { .. } => &MISSING_PARAM,
@@ -235,6 +335,7 @@ impl DiagnosticKind for ErrorKind {
             OverrideWholeStage { .. } => &BAD_OVERRIDE,
             TooManyArguments { .. } => &INPUT_COUNT,
             Unresolved { .. } => &UNRESOLVED,
+            NotShown { .. } => &NOT_SHOWN,
         }
     }
 
@@ -243,7 +344,14 @@ impl DiagnosticKind for ErrorKind {
         Some(match self {
             Syntax { hint, .. } => return hint.map(str::to_string),
             TooDeep { .. } => "split the value into top-level constants (`x = ...`) and refer to them".into(),
-            UseUnreadable { .. } => "`use` paths are relative to the file that contains them".into(),
+            TooDeepThroughConstants { .. } => {
+                "constants refer to constants in a chain too long to follow; write some of the values out".into()
+            }
+            FileUnreadable { problem, .. } => return problem.help().map(str::to_string),
+            UseUnreadable { problem: FileProblem::Io(_), .. } => {
+                "`use` paths are relative to the file that contains them".into()
+            }
+            UseUnreadable { problem, .. } => return problem.help().map(str::to_string),
             UseCycle { .. } => "move the shared definitions into a third file that both `use`".into(),
             PipelineMissing => "start the file with `pipeline NAME`; the name labels runs and cache records".into(),
             PipelineRepeated => "keep one `pipeline` line, at the top".into(),
@@ -265,6 +373,10 @@ impl DiagnosticKind for ErrorKind {
             UnknownParam { .. } => return None,
             GivenTwice { .. } => "keep one of them".into(),
             TypeMismatch { .. } => return None,
+            SeedFromStage { .. } => "write the seed as a whole number: `seed = 42`".into(),
+            CheckedLater { .. } => {
+                "a value can come only from a stage upstream of where it is used; write the number instead".into()
+            }
             OutOfRange { .. } => return None,
             UnknownVariant { options, .. } => format!("choose one of {}", list(options)),
             MissingParam { name, .. } => format!("add `{name} = ...`"),
@@ -302,6 +414,9 @@ impl DiagnosticKind for ErrorKind {
             TooManyArguments { .. } => "name the extra arguments (`name: value`)".into(),
             Unresolved { .. } => {
                 "the checker accepted a value its stage kind cannot resolve; please report it with the pipeline".into()
+            }
+            NotShown { shown, .. } => {
+                format!("at most {shown} problems are shown per file; fix these and check again to see the rest")
             }
         })
     }

@@ -29,7 +29,7 @@
 use std::ops::Range;
 
 use crate::diagnostic::Diagnostic;
-use crate::source::{FileId, Span};
+use crate::source::{normalise, FileId, Span};
 use crate::syntax::ast::*;
 use crate::syntax::parse_file;
 
@@ -46,8 +46,11 @@ const OPEN_BLOCK: &str = " {";
 ///
 /// # Errors
 ///
-/// A file with a syntax error is not formatted: its diagnostics are returned instead.
+/// A file with a syntax error is not formatted: its diagnostics are returned instead, with
+/// spans into the text as [`crate::source::SourceMap::add`] stores it (BOM dropped, lone `\r`
+/// read as `\n`), which is also how the output is laid out.
 pub fn format_source(text: &str) -> Result<String, Vec<Diagnostic>> {
+    let text = &*normalise(text);
     let (file, diags) = parse_file(FileId(0), text);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);

@@ -11,6 +11,7 @@ pub mod check;
 pub mod checked;
 pub mod diagnostic;
 pub mod errors;
+mod excerpt;
 pub mod format;
 pub mod reference;
 pub mod signature;

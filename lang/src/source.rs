@@ -1,7 +1,15 @@
 //! Source files and spans. Every AST node and every diagnostic points into a [`SourceMap`] by
 //! [`Span`] (a file id and a byte range), so a pipeline split over several files with `use`, or a
 //! value given on the command line with `--set`, is reported at the right place.
+//!
+//! A text enters the map through [`SourceMap::add`], which settles line endings and a byte order
+//! mark once for every later phase: a leading BOM (which editors on Windows write) is dropped,
+//! and a lone carriage return (the line ending of old Mac files) becomes a newline of the same
+//! length. Lines and columns are then those the user sees, and the grammar, the line counting and
+//! miette need to know only `\n` (`\r\n` is whitespace before it): a `#` comment ends at the end
+//! of its line whatever the file's line endings.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// Index of a file in its [`SourceMap`].
@@ -27,7 +35,7 @@ impl Span {
     }
 
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,6 +64,26 @@ impl SourceFile {
     }
 }
 
+/// The text as every phase reads it: without a leading byte order mark, and with each carriage
+/// return that no newline follows turned into a newline (same length, so offsets are kept).
+pub fn normalise(text: &str) -> Cow<'_, str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let bytes = text.as_bytes();
+    let lone_cr = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone_cr) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() != Some(&'\n') => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -74,9 +102,15 @@ impl SourceMap {
         Self::default()
     }
 
+    /// Adds a text, its line endings and BOM read as the module docs say.
     pub fn add(&mut self, name: impl Into<String>, path: Option<&Path>, text: impl Into<String>) -> FileId {
         let id = FileId(self.files.len() as u32);
-        self.files.push(SourceFile { name: name.into(), path: path.map(Path::to_path_buf), text: text.into() });
+        let text = text.into();
+        let text = match normalise(&text) {
+            Cow::Borrowed(same) if same.len() == text.len() => text,
+            changed => changed.into_owned(),
+        };
+        self.files.push(SourceFile { name: name.into(), path: path.map(Path::to_path_buf), text });
         id
     }
 

@@ -62,7 +62,7 @@ impl Checker<'_> {
             return None;
         }
         let decl = self.decl(name)?.clone();
-        let errors_before = self.error_count();
+        let diags_before = self.diags.len();
         let Some(kind) = self.registry.kind(&decl.kind.name) else {
             let known: Vec<String> = self.registry.kinds().iter().map(|k| k.signature().kind.to_string()).collect();
             let suggestion = nearest(&decl.kind.name, known.iter().map(String::as_str));
@@ -83,7 +83,7 @@ impl Checker<'_> {
         let inputs_ok = inputs.len() == given.inputs.len();
         let params = self.resolve_params(&decl, &sig, &given);
         let sweeps = self.resolve_sweeps(&sig, &given);
-        if !inputs_ok || self.error_count() > errors_before {
+        if !inputs_ok || self.errors_since(diags_before) {
             // The domain rules would read defaults where the file's values failed, or miss an
             // input, and invent errors; the ones reported are the real ones.
             return None;
@@ -92,7 +92,7 @@ impl Checker<'_> {
         depends_on.sort();
         let instances = self.expand(kind, &decl, &params, &sweeps, &inputs, &depends_on, seed)?;
         let expects = self.resolve_expects(sig.kind, &given, &instances);
-        if self.error_count() > errors_before {
+        if self.errors_since(diags_before) {
             return None;
         }
         Some(CheckedStage {
@@ -108,8 +108,11 @@ impl Checker<'_> {
         })
     }
 
-    fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.is_error()).count()
+    /// Whether an error was reported after the first `before` diagnostics (which are only ever
+    /// added to during a check). Looking at the new ones only keeps a file of many declarations
+    /// with many errors linear.
+    fn errors_since(&self, before: usize) -> bool {
+        self.diags.get(before..).is_some_and(|new| new.iter().any(Diagnostic::is_error))
     }
 
     /// Sorts arguments and block items into inputs, parameters, sweeps and expects, and
@@ -383,7 +386,7 @@ impl Checker<'_> {
             }
             combos = next;
         }
-        let own: usize = sweeps.iter().map(|s| s.values.len()).product();
+        let own = sweeps.iter().fold(1usize, |n, s| n.saturating_mul(s.values.len()));
         let count = combos.len().saturating_mul(own);
         if count > MAX_INSTANCES {
             self.error(ErrorKind::SweepTooLarge { instances: count, limit: MAX_INSTANCES }, decl.name.span);

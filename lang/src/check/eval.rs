@@ -31,9 +31,31 @@ impl Num {
     }
 }
 
+/// Deepest evaluation: values nested in values and constants expanded in constants, counted
+/// together. The parser bounds one expression ([`crate::syntax::MAX_DEPTH`]), but constants
+/// that refer to constants could nest without end, and evaluating them would overflow the
+/// stack; past this depth the value is reported (E0002) instead.
+pub const MAX_EVAL_DEPTH: usize = 256;
+
 impl Checker<'_> {
+    /// Runs `f` one level deeper into a value, unless that is past [`MAX_EVAL_DEPTH`].
+    fn deeper<T>(&mut self, span: Span, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
+        if self.depth >= MAX_EVAL_DEPTH {
+            self.error(ErrorKind::TooDeepThroughConstants { limit: MAX_EVAL_DEPTH }, span);
+            return None;
+        }
+        self.depth += 1;
+        let value = f(self);
+        self.depth -= 1;
+        value
+    }
+
     /// The value of `e` as a `ty`, or `None` after reporting why it is not one.
     pub(super) fn eval(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
+        self.deeper(e.span, |c| c.eval_here(e, ty))
+    }
+
+    fn eval_here(&mut self, e: &Expr, ty: &Type) -> Option<Value> {
         if let ExprKind::Group(inner) = &e.kind {
             return self.eval(inner, ty);
         }
@@ -238,6 +260,11 @@ impl Checker<'_> {
             self.unknown_name(head);
             return None;
         }
+        let reference = || segs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(".");
+        if self.reading_seed {
+            self.error(ErrorKind::SeedFromStage { reference: reference() }, span);
+            return None;
+        }
         let Some(field) = segs.get(1) else {
             self.error(
                 ErrorKind::TypeMismatch { expected: "a value".into(), found: format!("the stage `{}`", head.name) },
@@ -245,7 +272,13 @@ impl Checker<'_> {
             );
             return None;
         };
-        let stage = self.done.get(&head.name)?.as_ref()?;
+        // Declarations are checked upstream first, so one not checked yet is not upstream of
+        // this value (an `expect` threshold is no dependency): its value is unknown here.
+        let Some(done) = self.done.get(&head.name) else {
+            self.error(ErrorKind::CheckedLater { reference: reference(), stage: head.name.clone() }, span);
+            return None;
+        };
+        let stage = done.as_ref()?;
         let outputs: Vec<&crate::signature::Outputs> = stage.instances.iter().map(|i| &i.outputs).collect();
         let known: Vec<String> = outputs.first().map(|o| o.fields.keys().cloned().collect()).unwrap_or_default();
         let values: Vec<Option<&Field>> = outputs.iter().map(|o| o.fields.get(&field.name)).collect();
@@ -460,6 +493,10 @@ impl Checker<'_> {
 
     /// Folds a numeric expression. Reports non-numbers, overflow and division by zero.
     fn num(&mut self, e: &Expr) -> Option<Num> {
+        self.deeper(e.span, |c| c.num_here(e))
+    }
+
+    fn num_here(&mut self, e: &Expr) -> Option<Num> {
         match &e.kind {
             ExprKind::Int { value, .. } => Some(Num::Int(*value)),
             ExprKind::Float { value, .. } => Some(Num::Float(*value)),
@@ -516,8 +553,12 @@ impl Checker<'_> {
                         return None;
                     }
                     // Exact integer division stays an integer; otherwise the result is a float.
-                    BinOp::Div if a % b == 0 => a.checked_div(b),
-                    BinOp::Div => return Some(Num::Float(a as f64 / b as f64)),
+                    // Both overflow only for `i64::MIN / -1`, which gives `None` here.
+                    BinOp::Div => match a.checked_rem(b) {
+                        Some(0) => a.checked_div(b),
+                        Some(_) => return Some(Num::Float(a as f64 / b as f64)),
+                        None => None,
+                    },
                 };
                 v.map(Num::Int).or_else(|| self.overflow(span))
             }
@@ -619,6 +660,13 @@ impl Checker<'_> {
     /// Checks what can be checked of a value whose type nothing fixes (an unused constant):
     /// arithmetic, references, and the same for every element.
     pub(super) fn check_untyped(&mut self, e: &Expr) {
+        self.deeper(e.span, |c| {
+            c.check_untyped_here(e);
+            Some(())
+        });
+    }
+
+    fn check_untyped_here(&mut self, e: &Expr) {
         match &e.kind {
             ExprKind::Int { .. } | ExprKind::Float { .. } | ExprKind::Neg(_) | ExprKind::Binary { .. } => {
                 self.num(e);

@@ -1,14 +1,23 @@
 //! Reading the root file and, recursively, every file it `use`s. A file reached twice (two
 //! files using a common one) is read once; a file that is still being read when it is used
 //! again is a circle and an error.
+//!
+//! A used file is read only when it is a pipeline file by name: its path, with symlinks
+//! resolved, ends in `.mg`. A problem with a used file (missing, not a regular file, too large,
+//! not text, not `.mg`) is reported at the `use` line of the file that names it, and nothing of
+//! the used file is shown: `use "/etc/shadow"` must not print the first line of the shadow file.
+//! A `.mg` file that is text but does not parse is shown like any other: it is a pipeline the
+//! user wrote.
 
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::Diagnostic;
-use crate::errors::ErrorKind;
+use crate::errors::{ErrorKind, FileProblem};
 use crate::source::{FileId, SourceMap, Span};
 use crate::syntax::ast::{Ident, Item};
 use crate::syntax::parse_file;
+
+use super::read::read_pipeline;
 
 /// The items of the root file and every file it uses, and the names of declarations that
 /// could not be parsed.
@@ -81,11 +90,11 @@ impl Loader {
 
     fn use_file(&mut self, sources: &mut SourceMap, base: &Path, rel: &str, span: Span, diags: &mut Vec<Diagnostic>) {
         let full = base.join(rel);
+        let unreadable = |problem| Diagnostic::new(ErrorKind::UseUnreadable { path: rel.to_string(), problem }, span);
         let canonical = match full.canonicalize() {
             Ok(c) => c,
             Err(e) => {
-                let kind = ErrorKind::UseUnreadable { path: rel.to_string(), reason: e.to_string() };
-                diags.push(Diagnostic::new(kind, span));
+                diags.push(unreadable(FileProblem::Io(e.to_string())));
                 return;
             }
         };
@@ -96,15 +105,12 @@ impl Loader {
         if self.read.contains(&canonical) {
             return;
         }
-        match std::fs::read_to_string(&canonical) {
+        match read_pipeline(&canonical, Some(&full)) {
             Ok(text) => {
                 let id = sources.add(full.display().to_string(), Some(&full), text);
                 self.file(sources, id, Some(canonical), false, diags);
             }
-            Err(e) => {
-                let kind = ErrorKind::UseUnreadable { path: rel.to_string(), reason: e.to_string() };
-                diags.push(Diagnostic::new(kind, span));
-            }
+            Err(problem) => diags.push(unreadable(problem)),
         }
     }
 }

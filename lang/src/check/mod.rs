@@ -1,12 +1,14 @@
 //! The checker: syntax tree in, [`CheckedPipeline`] out.
 //!
-//! Order of work: load the root file and everything it `use`s (`load.rs`); collect constants
-//! and declarations, reporting duplicates; apply `--set` overrides (`overrides.rs`); order the
-//! declarations so each comes after what it depends on (`order.rs`); then check each one
-//! against its kind's signature (`decl.rs`), evaluating values against their types
-//! (`eval.rs`), and let the kind derive its outputs once per instance. Every error of the
-//! file is collected; a declaration with errors is left out of the result, and checks that
-//! need its outputs are skipped rather than reported a second time.
+//! Order of work: read the root file (`read.rs`) and everything it `use`s (`load.rs`);
+//! collect constants and declarations, reporting duplicates; apply `--set` overrides
+//! (`overrides.rs`); order the declarations so each comes after what it depends on
+//! (`order.rs`); then check each one against its kind's signature (`decl.rs`), evaluating
+//! values against their types (`eval.rs`), and let the kind derive its outputs once per
+//! instance. Every error of the file is collected; a declaration with errors is left out of
+//! the result, and checks that need its outputs are skipped rather than reported a second
+//! time. At most [`MAX_SHOWN_PER_FILE`] diagnostics of one file are kept, with one more that
+//! counts the rest, so a file with thousands of broken values is reported in bounded output.
 
 mod decl;
 mod eval;
@@ -14,18 +16,28 @@ mod load;
 mod order;
 mod overrides;
 mod paths;
+mod read;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::checked::{CheckedPipeline, CheckedStage};
 use crate::diagnostic::{self, Diagnostic};
-use crate::errors::ErrorKind;
+use crate::errors::{ErrorKind, FileProblem};
 use crate::signature::Registry;
 use crate::source::{SourceMap, Span};
 use crate::syntax::ast::{Binding, Decl, Expr, Ident, Item};
 
 pub use overrides::Override;
+pub use read::MAX_FILE_BYTES;
+
+/// Unknown names of one check that get a "did you mean": past that many the file is not one
+/// typo away from right, and comparing each with every name of a large file would take long.
+const MAX_NAME_SUGGESTIONS: usize = 100;
+
+/// Most diagnostics kept per file; past it one more (W0002) counts those left out. Errors are
+/// kept before warnings, so a file with errors always shows some.
+pub const MAX_SHOWN_PER_FILE: usize = 50;
 
 /// Everything a check produced: the sources (to render diagnostics), the diagnostics, sorted,
 /// and the checked pipeline when there were no errors.
@@ -42,19 +54,33 @@ impl Report {
     }
 }
 
-/// Checks the pipeline file at `path` with `--set` overrides (each `TARGET=VALUE`).
+/// Checks the pipeline file at `path` with `--set` overrides (each `TARGET=VALUE`). A path that
+/// is not a regular file, is too large or is not text is reported without a place (E0003).
 pub fn check_file(path: &Path, overrides: &[String], registry: &dyn Registry) -> Report {
+    checked_text(path, read::read_pipeline(path, None), overrides, registry)
+}
+
+/// Checks `bytes` as if they were the contents of the file at `path`, read from disk: a file
+/// that is not text is refused as [`check_file`] refuses it, and `use` paths resolve beside
+/// `path`.
+pub fn check_bytes_at(path: &Path, bytes: &[u8], overrides: &[String], registry: &dyn Registry) -> Report {
+    checked_text(path, read::decode(bytes.to_vec()), overrides, registry)
+}
+
+fn checked_text(
+    path: &Path,
+    text: Result<String, FileProblem>,
+    overrides: &[String],
+    registry: &dyn Registry,
+) -> Report {
     let mut sources = SourceMap::new();
-    match std::fs::read_to_string(path) {
+    match text {
         Ok(text) => {
             let root = sources.add(path.display().to_string(), Some(path), text);
             check_loaded(sources, root, overrides, registry)
         }
-        Err(e) => {
-            let diag = Diagnostic::unspanned(ErrorKind::UseUnreadable {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            });
+        Err(problem) => {
+            let diag = Diagnostic::unspanned(ErrorKind::FileUnreadable { path: path.display().to_string(), problem });
             Report { sources, diagnostics: vec![diag], pipeline: None }
         }
     }
@@ -95,6 +121,7 @@ fn check_loaded(
     let pipeline = checker.run();
     diagnostic::sort(&mut diags);
     diags.dedup();
+    let diags = diagnostic::limit_per_file(diags, MAX_SHOWN_PER_FILE);
     let pipeline = if diags.iter().any(Diagnostic::is_error) { None } else { pipeline };
     Report { sources, diagnostics: diags, pipeline }
 }
@@ -122,6 +149,13 @@ pub(crate) struct Checker<'a> {
     broken: std::collections::BTreeSet<String>,
     /// Declarations on a dependency circle (reported once; not checked further).
     cyclic: std::collections::BTreeSet<String>,
+    /// How deep evaluation is, in nested values and constants (see [`eval::MAX_EVAL_DEPTH`]).
+    depth: usize,
+    /// Unknown names that may still get a "did you mean": each costs a look at every name.
+    suggestions_left: usize,
+    /// Whether the pipeline seed is being evaluated: it is read before any stage, and every
+    /// stage depends on it, so it cannot refer to one.
+    reading_seed: bool,
     /// Where relative paths in parameters start: the root file's directory (the current
     /// directory for text without a file).
     base_dir: PathBuf,
@@ -142,6 +176,9 @@ impl<'a> Checker<'a> {
             cyclic: Default::default(),
             broken: Default::default(),
             used_constants: Default::default(),
+            depth: 0,
+            suggestions_left: MAX_NAME_SUGGESTIONS,
+            reading_seed: false,
             base_dir,
         };
         let mut first_seen: BTreeMap<String, Span> = BTreeMap::new();
@@ -191,13 +228,19 @@ impl<'a> Checker<'a> {
         if self.broken.contains(&name.name) {
             return;
         }
-        let suggestion = crate::suggest::nearest(&name.name, self.known_names());
+        let suggestion = match self.suggestions_left.checked_sub(1) {
+            Some(left) => {
+                self.suggestions_left = left;
+                crate::suggest::nearest(&name.name, self.known_names())
+            }
+            None => None,
+        };
         self.error(ErrorKind::UnknownName { name: name.name.clone(), suggestion }, name.span);
     }
 
     /// All names a reference could mean, for suggestions.
-    fn known_names(&self) -> Vec<&str> {
-        self.constants.keys().map(String::as_str).chain(self.decls.iter().map(|d| d.name.name.as_str())).collect()
+    fn known_names(&self) -> impl Iterator<Item = &str> {
+        self.constants.keys().map(String::as_str).chain(self.decls.iter().map(|d| d.name.name.as_str()))
     }
 
     fn run(&mut self) -> Option<CheckedPipeline> {
@@ -219,7 +262,11 @@ impl<'a> Checker<'a> {
             return 0;
         };
         let ty = crate::signature::Type::int(0, None);
-        self.eval(&binding.value, &ty).and_then(|v| v.as_i64()).unwrap_or(0)
+        self.reading_seed = true;
+        let seed = self.eval(&binding.value, &ty).and_then(|v| v.as_i64());
+        self.reading_seed = false;
+        // A seed that is not one is reported; 0 only lets the rest of the check go on.
+        seed.unwrap_or(0)
     }
 
     /// A constant nothing uses is probably a mistake (a misspelt reference elsewhere); its

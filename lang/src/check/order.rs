@@ -11,6 +11,15 @@ use crate::syntax::ast::{BlockItem, Decl, Expr, ExprKind};
 
 use super::Checker;
 
+/// A declaration being visited by [`Checker::order`]: its dependencies, how many of them are
+/// visited, and the first circle found through them.
+struct Visit {
+    name: String,
+    deps: Vec<String>,
+    next: usize,
+    cycle: Option<Vec<String>>,
+}
+
 /// Reserved placeholder prefixes of shell commands; any other `{a.b}` names stage `a`.
 pub const PLACEHOLDER_SCOPES: [&str; 3] = ["in", "params", "out"];
 
@@ -114,18 +123,44 @@ impl Checker<'_> {
         deps.into_iter().collect()
     }
 
-    fn visit(
-        &self,
-        name: &str,
-        state: &mut BTreeMap<String, bool>,
-        order: &mut Vec<String>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
+    /// Appends `root` and everything it depends on, upstream first, to `order`, and returns the
+    /// first circle found on the way. Depth first, with an explicit stack: a chain of
+    /// declarations may be as long as the file allows, and recursion would overflow.
+    fn visit(&self, root: &str, state: &mut BTreeMap<String, bool>, order: &mut Vec<String>) -> Option<Vec<String>> {
+        let mut stack: Vec<Visit> = Vec::new();
+        let mut returned = self.enter(root, state, &mut stack);
+        while let Some(top) = stack.last_mut() {
+            if let Some(cycle) = returned.take() {
+                top.cycle.get_or_insert(cycle);
+            }
+            match top.deps.get(top.next).cloned() {
+                Some(dep) if dep == top.name => {
+                    top.next += 1;
+                    top.cycle.get_or_insert(vec![dep.clone(), dep]);
+                }
+                Some(dep) => {
+                    top.next += 1;
+                    returned = self.enter(&dep, state, &mut stack);
+                }
+                None => {
+                    let Some(done) = stack.pop() else { break };
+                    state.insert(done.name.clone(), true);
+                    order.push(done.name);
+                    returned = done.cycle;
+                }
+            }
+        }
+        returned
+    }
+
+    /// Starts visiting `name`: the circle it closes when it is being visited already, nothing
+    /// when it is done or not a declaration; otherwise it goes on the stack.
+    fn enter(&self, name: &str, state: &mut BTreeMap<String, bool>, stack: &mut Vec<Visit>) -> Option<Vec<String>> {
         match state.get(name) {
             Some(true) => return None,
             Some(false) => {
-                let start = path.iter().position(|p| p == name).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
+                let start = stack.iter().position(|v| v.name == name).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[start..].iter().map(|v| v.name.clone()).collect();
                 cycle.push(name.to_string());
                 return Some(cycle);
             }
@@ -133,21 +168,9 @@ impl Checker<'_> {
         }
         let decl = self.decl(name)?;
         state.insert(name.to_string(), false);
-        path.push(name.to_string());
-        let mut cycle = None;
-        for (dep, _) in self.dependencies(decl) {
-            if dep != name {
-                if let Some(c) = self.visit(&dep, state, order, path) {
-                    cycle.get_or_insert(c);
-                }
-            } else {
-                cycle.get_or_insert(vec![name.to_string(), name.to_string()]);
-            }
-        }
-        path.pop();
-        state.insert(name.to_string(), true);
-        order.push(name.to_string());
-        cycle
+        let deps = self.dependencies(decl).into_iter().map(|(d, _)| d).collect();
+        stack.push(Visit { name: name.to_string(), deps, next: 0, cycle: None });
+        None
     }
 
     /// Declaration names, upstream first, in source order where the graph leaves a choice;
@@ -158,7 +181,7 @@ impl Checker<'_> {
         let mut cycles = Vec::new();
         let names: Vec<String> = self.decls.iter().map(|d| d.name.name.clone()).collect();
         for name in &names {
-            if let Some(c) = self.visit(name, &mut state, &mut order, &mut Vec::new()) {
+            if let Some(c) = self.visit(name, &mut state, &mut order) {
                 cycles.push(c);
             }
         }

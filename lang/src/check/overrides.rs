@@ -25,6 +25,9 @@ pub(super) fn parse_all(sources: &mut SourceMap, raw: &[String], diags: &mut Vec
 
 fn parse_one(sources: &mut SourceMap, raw: &str, diags: &mut Vec<Diagnostic>) -> Option<Override> {
     let file = sources.add("--set", None, raw);
+    // Spans point into the text as the map keeps it (a BOM dropped, a lone `\r` a newline).
+    let raw = sources.get(file).text.clone();
+    let raw = raw.as_str();
     let bad = |diags: &mut Vec<Diagnostic>| {
         diags.push(Diagnostic::new(ErrorKind::OverrideSyntax { text: raw.to_string() }, Span::new(file, 0, raw.len())));
         None
