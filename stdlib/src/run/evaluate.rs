@@ -44,32 +44,14 @@ const DATA_RANGE: f64 = 1.0;
 
 pub struct Evaluate;
 
-/// The stage's resolved settings, as the metrics read them.
-struct Settings {
-    metrics: Vec<String>,
-    dims: usize,
-    threshold: f32,
-    binarize: bool,
-    lpips_chunk: usize,
-    ms_ssim_scales: usize,
-    seed: u64,
-}
-
-impl Settings {
-    fn new(c: &EvaluateConfig) -> Settings {
-        Settings {
-            metrics: c.metrics.iter().map(|m| m.name().to_string()).collect(),
-            dims: c.dims,
-            threshold: c.seg_threshold as f32,
-            binarize: c.binarize_seg,
-            lpips_chunk: c.lpips_chunk,
-            ms_ssim_scales: c.ms_ssim_scales,
-            seed: c.seed,
-        }
+impl EvaluateConfig {
+    fn wants(&self, metric: &str) -> bool {
+        self.metrics.iter().any(|m| m.name() == metric)
     }
 
-    fn wants(&self, metric: &str) -> bool {
-        self.metrics.iter().any(|m| m == metric)
+    /// The requested metrics that compare each case with its own reference patient.
+    fn paired(&self) -> Vec<&'static str> {
+        self.metrics.iter().map(|m| m.name()).filter(|m| PAIRED_METRICS.contains(m)).collect()
     }
 }
 
@@ -86,35 +68,29 @@ impl Run for Evaluate {
         1
     }
 
-    fn run(&self, cx: &RunContext<'_>, c: EvaluateConfig) -> Result<Outcome, StageError> {
-        let settings = Settings::new(&c);
+    fn run(&self, cx: &RunContext<'_>, config: EvaluateConfig) -> Result<Outcome, StageError> {
+        let settings = &config;
         let device = crate::device::select().map_err(failed)?;
-        let networks = load_networks(cx, &c, &settings, &device)?;
+        let networks = load_networks(cx, settings, &device)?;
         let reference = Reference::open(cx)?;
         let subject = Subject::open(cx, &device)?;
         let cases = subject.cases(&reference);
         if cases.is_empty() {
             return Err(failed("the subject has no volumes to evaluate"));
         }
-        let paired_wanted = settings.metrics.iter().any(|m| PAIRED_METRICS.contains(&m.as_str()));
-        if paired_wanted && cases.iter().all(|(_, patient)| patient.is_none()) {
+        let paired = settings.paired();
+        if !paired.is_empty() && cases.iter().all(|(_, patient)| patient.is_none()) {
             return Err(failed(format!(
                 "none of the subject's {} volumes pairs with a patient of the reference split, so {} cannot be \
                  computed: evaluate samples conditioned on the reference's masks, or a dataset with the reference's \
                  patient ids",
                 cases.len(),
-                settings
-                    .metrics
-                    .iter()
-                    .filter(|m| PAIRED_METRICS.contains(&m.as_str()))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                paired.join(", ")
             )));
         }
 
         let images = subject.images();
-        let mut report = Report::new(settings.metrics.clone(), images.clone());
+        let mut report = Report::new(settings.metrics.iter().map(|m| m.name().to_string()).collect(), images.clone());
         let mut regional = ModalityAccumulators::new();
         let mut generated: BTreeMap<String, FeatureSet> = BTreeMap::new();
         for (index, case_id) in cases.iter().enumerate() {
@@ -122,10 +98,10 @@ impl Run for Evaluate {
                 return Err(StageError::Cancelled);
             }
             (cx.progress)(format!("volume {}/{}  {}", index + 1, cases.len(), case_id.0));
-            let case = subject.load(case_id, &reference, settings.threshold, settings.binarize)?;
+            let case = subject.load(case_id, &reference, settings.seg_threshold as f32, settings.binarize_seg)?;
             let mut scores = Scores::default();
             if let Some(patient) = &case.patient {
-                score_paired(&case, patient, &reference, &settings, &networks, &mut scores, &mut regional)?;
+                score_paired(&case, patient, &reference, settings, &networks, &mut scores, &mut regional)?;
             }
             if let Some((extractor, _)) = &networks.features {
                 for (modality, volume) in &case.images {
@@ -147,7 +123,7 @@ impl Run for Evaluate {
                     let volume = reference.volume(patient, modality)?;
                     reference_set.push(features_of(extractor, Some(cache), &volume, settings.dims, &device)?);
                 }
-                distribution(&settings, modality, &reference_set, subject_set, &mut report)?;
+                distribution(settings, modality, &reference_set, subject_set, &mut report)?;
             }
         }
         report.write(&cx.out_dir)?;
@@ -157,12 +133,7 @@ impl Run for Evaluate {
 
 /// Loads LPIPS and the feature network when a requested metric needs them; their weights files
 /// are required then.
-fn load_networks(
-    cx: &RunContext<'_>,
-    c: &EvaluateConfig,
-    settings: &Settings,
-    device: &Device,
-) -> Result<Networks, StageError> {
+fn load_networks(cx: &RunContext<'_>, settings: &EvaluateConfig, device: &Device) -> Result<Networks, StageError> {
     let weights = |file: &Option<ParamFile>, param: &str, metric: &str| -> Result<PathBuf, StageError> {
         let file = file.as_ref().ok_or_else(|| {
             failed(format!(
@@ -173,13 +144,13 @@ fn load_networks(
         file.path(cx)
     };
     let lpips = if settings.wants("lpips") || settings.wants("lpips_3d") {
-        let path = weights(&c.lpips_weights, "lpips_weights", "lpips")?;
+        let path = weights(&settings.lpips_weights, "lpips_weights", "lpips")?;
         Some(Lpips::load(&path, InputRange::Unit, device).map_err(|e| failed(e.to_string()))?)
     } else {
         None
     };
-    let features = if settings.metrics.iter().any(|m| DISTRIBUTION_METRICS.contains(&m.as_str())) {
-        let path = weights(&c.feature_weights, "feature_weights", "fid")?;
+    let features = if settings.metrics.iter().any(|m| DISTRIBUTION_METRICS.contains(&m.name())) {
+        let path = weights(&settings.feature_weights, "feature_weights", "fid")?;
         let extractor = FeatureExtractor::load(&path, device).map_err(|e| failed(e.to_string()))?;
         let cache = FeatureCache::new(cx.cache_dir.join("features")).map_err(|e| failed(e.to_string()))?;
         Some((extractor, cache))
@@ -194,7 +165,7 @@ fn score_paired(
     case: &Case,
     patient: &str,
     reference: &Reference,
-    settings: &Settings,
+    settings: &EvaluateConfig,
     networks: &Networks,
     scores: &mut Scores,
     regional: &mut ModalityAccumulators,
@@ -238,7 +209,7 @@ fn image_metrics(
     modality: &str,
     truth: &Volume,
     generated: &Volume,
-    settings: &Settings,
+    settings: &EvaluateConfig,
     networks: &Networks,
     scores: &mut Scores,
 ) -> Result<(), String> {
@@ -332,7 +303,7 @@ fn features_of(
 
 /// FID and KID of one modality, as requested.
 fn distribution(
-    settings: &Settings,
+    settings: &EvaluateConfig,
     modality: &str,
     reference: &FeatureSet,
     subject: &FeatureSet,

@@ -21,7 +21,7 @@ use crate::train::trainer::TrainConfig;
 use crate::vocab::{self, augment, batch_augment, denoiser_model, mode, names, score_aug, strategy, strings, SEG};
 
 use super::compress::{check_divisible, check_not_3d_on_2d, fill_dims, model_axes};
-use super::resolve::{arg, arg_choice, choice, output, param, to_json, Resolved};
+use super::resolve::{arg, arg_choice, choice, output, param, to_json, Choice, Resolved};
 use super::{derive_seed, shape_field, train_config, with_metrics, DatasetView};
 
 /// Where a denoiser trains: on a dataset's pixels or on `encode` latents.
@@ -334,7 +334,7 @@ impl StageKind for Diffuse {
         )?;
         to_json(&DiffuseConfig {
             mode,
-            space: output::<super::resolve::Choice<SpaceKind>>(outputs, "space")?.0,
+            space: output::<Choice<SpaceKind>>(outputs, "space")?.0,
             rescale: param(cx, "rescale")?,
             images,
             mask_condition: output(outputs, "paired")?,

@@ -150,19 +150,16 @@ impl ParamFile {
 
     /// The absolute path the engine resolved for this position.
     pub fn path(&self, cx: &RunContext<'_>) -> Result<PathBuf, StageError> {
-        cx.files
-            .get(&self.param)
-            .cloned()
-            .ok_or_else(|| StageError::Failed(format!("the engine gave no file for `{}` (a medgen bug)", self.param)))
+        cx.files.get(&self.param).cloned().ok_or_else(|| self.missing())
     }
 
     /// The path as the pipeline wrote it, relative to the pipeline file.
     pub fn written<'c>(&self, cx: &'c RunContext<'_>) -> Result<&'c str, StageError> {
-        cx.instance
-            .files
-            .get(&self.param)
-            .map(String::as_str)
-            .ok_or_else(|| StageError::Failed(format!("the engine gave no file for `{}` (a medgen bug)", self.param)))
+        cx.instance.files.get(&self.param).map(String::as_str).ok_or_else(|| self.missing())
+    }
+
+    fn missing(&self) -> StageError {
+        StageError::Failed(format!("the engine gave no file for `{}` (a medgen bug)", self.param))
     }
 }
 
